@@ -1,0 +1,69 @@
+"""Model cards: what a model was trained on, how, by which command, and how well it did (Markdown + JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import save_json
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def write_model_card(model_dir: Path, config: dict, command: str | None = None, notes: str | None = None) -> None:
+    model_dir = Path(model_dir)
+    t, d = config.get("train", {}), config.get("data", {})
+    card = {
+        "model": config["arch"],
+        "parameters": config.get("parameters"),
+        "preprocess": config.get("preprocess"),
+        "data": d,
+        "training": {k: t.get(k) for k in ("epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "seed")},
+        "epoch_kept": config.get("epoch"),
+        "train_time_s": config.get("train_time_s"),
+        "temperature": config.get("temperature"),
+        "threshold": config.get("threshold"),
+        "threshold_rule": config.get("threshold_rule"),
+        "val_metrics": config.get("val_metrics"),
+        "test_metrics": config.get("test_metrics"),
+        "command": command or config.get("command"),
+        "git_commit": config.get("git_commit"),
+        "synthcheck_version": config.get("synthcheck_version"),
+        "notes": notes or config.get("notes"),
+    }
+    save_json(model_dir / "model_card.json", card)
+    tm, vm = config.get("test_metrics") or {}, config.get("val_metrics") or {}
+    lines = [
+        f"# Model card: {config['arch']['name']}",
+        "",
+        f"- Architecture: `{config['arch']['name']}` ({config.get('parameters', 0):,} parameters), "
+        f"ImageNet weights: {config['arch'].get('weights') or 'no'}, input resized in-model to: "
+        f"{config['arch'].get('input_size') or 'native'}",
+        f"- Preprocessing: decode → RGB → {config['preprocess']['resize_policy']} to "
+        f"{config['preprocess']['image_size']}×{config['preprocess']['image_size']} (synthcheck.preprocess)",
+        f"- Training data: {', '.join(d.get('sources', []))} — {d.get('counts')} after a "
+        f"{t.get('val_fraction')} stratified validation split (seed {t.get('seed')}); fingerprint `{d.get('fingerprint')}`",
+        f"- Training: {t.get('epochs')} epochs max (kept epoch {config.get('epoch')}), {t.get('optimizer')} lr {t.get('lr')}, "
+        f"{t.get('schedule')} schedule, batch {t.get('batch_size')}, augmentation {t.get('augment')}; "
+        f"{config.get('train_time_s')} s of training",
+        f"- Calibration: temperature {config.get('temperature', 1.0):.4f}; threshold {config.get('threshold', 0.5):.4f} "
+        f"({(config.get('threshold_rule') or {}).get('rule', 'default')}) on the validation split",
+        f"- Command: `{command or config.get('command') or 'see config.json'}`",
+        f"- Commit: {config.get('git_commit')}, synthcheck {config.get('synthcheck_version')}",
+        "",
+        "## Figures",
+        "",
+        "| split | n | accuracy | ROC-AUC | AP | F1 | ECE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in (("validation", vm), ("test", tm)):
+        if m:
+            lines.append(f"| {name} | {m.get('n')} | {_pct(m.get('accuracy'))} | {m.get('roc_auc', 0):.4f} | "
+                         f"{m.get('average_precision', 0):.4f} | {m.get('f1', 0):.4f} | {m.get('ece', 0):.4f} |")
+    if d.get("test_identical_to_train_or_val") is not None:
+        lines += ["", f"Test files byte-identical to a training/validation file: {d['test_identical_to_train_or_val']} "
+                      f"({'excluded' if d.get('excluded') else 'kept'})."]
+    if notes or config.get("notes"):
+        lines += ["", "## Notes", "", notes or config.get("notes")]
+    (model_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,359 @@
+"""Labelled image sets: folders or tar archives -> decoded, cached uint8 tensors with labels and splits.
+
+Layouts: `<root>/<split>/<label>/*` and `<root>/<label>/*` (any depth above them),
+labels REAL|FAKE, real|fake, ai|real, 0_real|1_fake (case-insensitive), read from
+a folder or straight from a `.tar`/`.tar.gz`. Each file is decoded once: the
+store is keyed by file content (BLAKE2b digest) and preprocessing spec, so a
+changed file is re-decoded and an unchanged one never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .preprocess import ImageError, PreprocessSpec, load_image
+
+log = logging.getLogger("synthcheck")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# label directory name (lower case) -> 0 real, 1 AI-generated
+LABEL_DIRS = {"real": 0, "0_real": 0, "fake": 1, "ai": 1, "1_fake": 1}
+SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+              "test": "test", "testing": "test"}
+CLASS_NAMES = ("real", "ai")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SYNTHCHECK_CACHE", Path.home() / ".cache" / "synthcheck"))
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dataclass
+class RawItem:
+    name: str          # path inside the source (for messages and reports)
+    label: int
+    split: str | None  # train / val / test, or None when the layout has no split level
+    data: bytes
+
+
+def _parse_path(rel: str) -> tuple[int, str | None] | None:
+    """Find (label, split) from a relative path, or None if it is not a labelled image."""
+    parts = rel.replace("\\", "/").split("/")
+    if len(parts) < 2 or Path(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS and not _maybe_image(parts[-1]):
+        return None
+    label_dir = parts[-2].lower()
+    if label_dir not in LABEL_DIRS:
+        return None
+    split = None
+    for p in reversed(parts[:-2]):
+        if p.lower() in SPLIT_DIRS:
+            split = SPLIT_DIRS[p.lower()]
+            break
+    return LABEL_DIRS[label_dir], split
+
+
+def _maybe_image(filename: str) -> bool:
+    # files with no or odd extensions inside label folders are still tried, so broken ones get reported
+    return not filename.startswith(".")
+
+
+def iter_source(source: str | Path) -> Iterator[RawItem]:
+    """Yield every labelled file of a folder or tar archive with its bytes (one sequential pass)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            if not path.is_file():
+                continue
+            rel = path.relative_to(source).as_posix()
+            parsed = _parse_path(rel)
+            if parsed is None:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                log.warning("%s: cannot read (%s), skipped", path, e)
+                data = b""
+            yield RawItem(rel, parsed[0], parsed[1], data)
+    elif tarfile.is_tarfile(source):
+        with tarfile.open(source, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parsed = _parse_path(member.name)
+                if parsed is None:
+                    continue
+                f = tar.extractfile(member)
+                yield RawItem(member.name, parsed[0], parsed[1], f.read() if f else b"")
+    else:
+        raise ValueError(f"{source}: not a folder or a tar archive")
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one source: uint8 [N,3,S,S] plus labels, splits, names and content digests."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray     # str array: train/val/test/"" (no split level)
+    names: list[str]
+    digests: np.ndarray    # [N,16] uint8
+    source: str
+    spec: PreprocessSpec
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, problem)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "ImageSet":
+        idx = np.asarray(idx)
+        return ImageSet(self.images[idx], self.labels[idx], self.splits[idx], [self.names[i] for i in idx],
+                        self.digests[idx], self.source, self.spec, [])
+
+    def split(self, name: str) -> "ImageSet":
+        return self.subset(np.flatnonzero(self.splits == name))
+
+    def has_split(self, name: str) -> bool:
+        return bool((self.splits == name).any())
+
+    def fingerprint(self) -> str:
+        """Order-independent digest of the content and labels: identifies the data a model saw."""
+        h = hashlib.blake2b(digest_size=12)
+        order = np.lexsort(self.digests.T[::-1])
+        h.update(self.digests[order].tobytes())
+        h.update(self.labels[order].astype(np.int8).tobytes())
+        return h.hexdigest()
+
+    def counts(self) -> dict:
+        return {CLASS_NAMES[c]: int((self.labels == c).sum()) for c in (0, 1)}
+
+
+def _decode_one(args):
+    data, name, spec = args
+    try:
+        return load_image(data, spec, name=name), None
+    except ImageError as e:
+        return None, e.problem
+
+
+def _decode_many(items: list[tuple[bytes, str]], spec: PreprocessSpec, workers: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    jobs = [(d, n, spec) for d, n in items]
+    bar = tqdm(total=len(jobs), desc="decoding", unit="img", disable=not progress or not jobs, mininterval=0.5)
+    results = []
+    if workers > 1 and len(jobs) > 2000:
+        chunk = max(64, len(jobs) // (workers * 16))
+        with ProcessPoolExecutor(workers) as pool:
+            for r in pool.map(_decode_one, jobs, chunksize=chunk):
+                results.append(r)
+                bar.update()
+    else:
+        for j in jobs:
+            results.append(_decode_one(j))
+            bar.update()
+    bar.close()
+    return results
+
+
+def _cache_path(cache_dir: Path, source: Path, spec: PreprocessSpec) -> Path:
+    key = hashlib.blake2b(str(source.resolve()).encode(), digest_size=8).hexdigest()
+    return cache_dir / f"{source.name}.{key}.{spec.cache_tag()}.npz"
+
+
+def _read_cache(path: Path) -> dict[bytes, np.ndarray]:
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, digests = z["images"], z["digests"]
+        return {digests[i].tobytes(): images[i] for i in range(len(digests))}
+    except Exception as e:  # a damaged cache is only a lost speed-up
+        log.warning("ignoring unreadable cache %s (%s)", path, e)
+        return {}
+
+
+def _write_cache(path: Path, images: np.ndarray, digests: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, images=images, digests=digests)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_imageset(source: str | Path, spec: PreprocessSpec, cache_dir: Path | None = None, workers: int | None = None,
+                  progress: bool = True, use_cache: bool = True) -> ImageSet:
+    """Read, decode (in parallel, cached by content) and return every labelled image of a source.
+
+    Corrupt, truncated, empty and non-image files are skipped with a warning naming
+    them; the count is kept in `ImageSet.skipped`.
+    """
+    source = Path(source)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    workers = workers or os.cpu_count() or 1
+    raw = list(iter_source(source))
+    if not raw:
+        raise ValueError(f"{source}: no labelled images found (expected folders named real/fake, ai/real, "
+                         f"REAL/FAKE or 0_real/1_fake, optionally under train/val/test)")
+    digests = [digest(r.data) for r in raw]
+    cpath = _cache_path(cache_dir, source, spec)
+    cached = _read_cache(cpath) if use_cache else {}
+    todo = [i for i, d in enumerate(digests) if d not in cached]
+    decoded = _decode_many([(raw[i].data, raw[i].name) for i in todo], spec, workers, progress)
+    failed: dict[bytes, str] = {}
+    for i, (arr, problem) in zip(todo, decoded):
+        if arr is None:
+            failed[digests[i]] = problem
+        else:
+            cached[digests[i]] = arr
+    keep, skipped = [], []
+    for i, r in enumerate(raw):
+        if digests[i] in cached:
+            keep.append(i)
+        else:
+            problem = failed.get(digests[i], "could not be decoded")
+            skipped.append((r.name, problem))
+            log.warning("skipped %s: %s", r.name, problem)
+    if not keep:
+        raise ValueError(f"{source}: none of the {len(raw)} files could be decoded")
+    s = spec.image_size
+    images = np.empty((len(keep), 3, s, s), dtype=np.uint8)
+    for j, i in enumerate(keep):
+        images[j] = cached[digests[i]]
+    dig = np.frombuffer(b"".join(digests[i] for i in keep), dtype=np.uint8).reshape(-1, 16)
+    if use_cache and todo:
+        uniq = {d.tobytes(): k for k, d in enumerate(dig)}
+        order = np.array(list(uniq.values()))
+        _write_cache(cpath, images[order], dig[order])
+    return ImageSet(
+        images=images,
+        labels=np.array([raw[i].label for i in keep], dtype=np.int64),
+        splits=np.array([raw[i].split or "" for i in keep]),
+        names=[raw[i].name for i in keep],
+        digests=dig,
+        source=str(source),
+        spec=spec,
+        skipped=skipped,
+    )
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified (train_idx, val_idx) with `fraction` of each class in val."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    if fraction <= 0:
+        return idx, idx[:0]
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(tr), np.sort(va)
+
+
+def digest_set(digests: np.ndarray) -> set[bytes]:
+    return {d.tobytes() for d in digests}
+
+
+def overlap_mask(digests: np.ndarray, others: Iterable[bytes]) -> np.ndarray:
+    """True for each row whose content digest is in `others` (byte-identical files)."""
+    others = others if isinstance(others, (set, frozenset)) else set(others)
+    return np.array([d.tobytes() in others for d in digests], dtype=bool)
+
+
+@dataclass
+class Splits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    report: dict
+
+
+def make_splits(sources: list[ImageSet], val_fraction: float, seed: int, test: list[ImageSet] | None = None,
+                exclude_duplicates: bool = True) -> Splits:
+    """Train/val/test from loaded sets: explicit splits kept, val carved from train if absent.
+
+    Files byte-identical to a training file are reported and (by default) removed
+    from val and test, so evaluation never scores an image the model trained on.
+    """
+    def concat(sets: list[ImageSet]) -> ImageSet | None:
+        sets = [s for s in sets if len(s)]
+        if not sets:
+            return None
+        if len(sets) == 1:
+            return sets[0]
+        return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                        np.concatenate([s.splits for s in sets]), sum((s.names for s in sets), []),
+                        np.concatenate([s.digests for s in sets]), "+".join(s.source for s in sets), sets[0].spec,
+                        sum((s.skipped for s in sets), []))
+
+    tr_parts, va_parts, te_parts = [], [], list(test or [])
+    for s in sources:
+        if s.has_split("train") or s.has_split("val") or s.has_split("test"):
+            tr_parts.append(s.split("train"))
+            va_parts.append(s.split("val"))
+            te_parts.append(s.split("test"))
+            tr_parts.append(s.split(""))  # unsplit leftovers count as training data
+        else:
+            tr_parts.append(s)
+    train, val, tst = concat(tr_parts), concat(va_parts), concat(te_parts)
+    if train is None:
+        raise ValueError("no training images found")
+    report: dict = {}
+    if val is None:
+        tr_idx, va_idx = stratified_split(train.labels, val_fraction, seed)
+        train, val = train.subset(tr_idx), train.subset(va_idx)
+        report["val_carved_from_train"] = {"fraction": val_fraction, "seed": seed}
+    train_set = digest_set(train.digests)
+    dup_val = overlap_mask(val.digests, train_set)
+    report["val_identical_to_train"] = int(dup_val.sum())
+    if exclude_duplicates and dup_val.any():
+        val = val.subset(np.flatnonzero(~dup_val))
+    if tst is not None:
+        dup_test = overlap_mask(tst.digests, train_set | digest_set(val.digests))
+        report["test_identical_to_train_or_val"] = int(dup_test.sum())
+        if exclude_duplicates and dup_test.any():
+            tst = tst.subset(np.flatnonzero(~dup_test))
+    report["within_train_duplicates"] = int(len(train) - len(train_set))
+    report["excluded"] = bool(exclude_duplicates)
+    report["sizes"] = {"train": len(train), "val": len(val), "test": len(tst) if tst is not None else 0}
+    return Splits(train, val, tst, report)
+
+
+def save_json(path: Path, obj) -> None:
+    """Atomic JSON write (temp file + rename): a kill mid-write never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,50 @@
+"""Batched scoring of uint8 image tensors: the single model-call path for training, evaluation and prediction."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_for(device: torch.device, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast on CUDA; on CPU only when asked (`cpu=True`: ~2x faster training on AVX512-BF16/AMX
+    cores, measured in BENCHMARKS.md); scoring on CPU stays fp32 so scores are stable and comparable."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_input(batch_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> float pixels in [0,1]; the model's InputAdapter does the rest."""
+    x = batch_u8.float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.inference_mode()
+def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: torch.device | None = None,
+                 amp: bool = True) -> np.ndarray:
+    """Logits for uint8 images given as a numpy array or tensor [N,3,H,W]."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    cl = device.type == "cuda"
+    out = []
+    n = len(images)
+    for i in range(0, n, batch_size):
+        chunk = images[i:i + batch_size]
+        xb = torch.as_tensor(chunk).to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            out.append(model(to_input(xb, cl)).float().cpu())
+    if was_training:
+        model.train()
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,215 @@
+"""The one preprocessing path: bytes -> RGB uint8 pixels at the model's stored size.
+
+Training, evaluation, the CLI, the API and the web page all call `load_image`
+(or `decode_image` + `fit_to_size`), so what is served is exactly what was
+measured. Everything after this point works on uint8 tensors; every model
+starts with its own `InputAdapter` (float conversion, optional resize,
+normalisation), so the network file carries its own normalisation too.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Bump when decoding changes, so caches built by an older rule are not reused.
+PREPROCESS_VERSION = 1
+
+# Pillow's decompression-bomb guard stays on: above this many pixels it raises.
+DEFAULT_MAX_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+# Truncated files must fail loudly, never decode as half-grey images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+RESIZE_POLICIES = ("resize", "center_crop", "crop")
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into pixels; the message names the file and why."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How files become the uint8 tensors a model was trained on (stored in every checkpoint).
+
+    `image_size` is the square size pixels are stored at; `resize_policy` says how
+    other sizes are brought to it: `resize` (whole image, bilinear), `center_crop`
+    (short side resized, centre cut) or `crop` (centre cut at native resolution,
+    so generator artifacts are never resampled; smaller images are resized up).
+    """
+
+    image_size: int = 32
+    resize_policy: str = "resize"
+    version: int = PREPROCESS_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        return cls(**{k: d[k] for k in ("image_size", "resize_policy", "version") if k in d})
+
+    def cache_tag(self) -> str:
+        return f"s{self.image_size}-{self.resize_policy}-v{self.version}"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: 16-bit/float scaled to 8 bits, alpha over white, CMYK/LAB/palette converted."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0
+        else:  # 32-bit int or float: stretch the actual range
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        gray = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "1":
+        return img.convert("L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _open(source: ImageSource, name: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError(name, "file not found") from None
+        except IsADirectoryError:
+            raise ImageError(name, "is a directory, not an image") from None
+        except OSError as e:
+            raise ImageError(name, f"cannot read file ({e.strerror or e})") from None
+    else:
+        data = bytes(source)
+    if len(data) == 0:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(name, "not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(name, f"image too large ({e})") from None
+    except Exception as e:  # Pillow raises many types on hostile headers
+        raise ImageError(name, f"cannot open image ({type(e).__name__}: {e})") from None
+
+
+def decode_image(source: ImageSource, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode to an RGB uint8 HxWx3 array with EXIF orientation applied; raise ImageError on any failure."""
+    if name is None:
+        name = str(source) if isinstance(source, (str, Path)) else "<image>"
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name)
+    img = _open(source, name)
+    try:
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise ImageError(name, f"invalid image size {w}x{h}")
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageError(name, f"image has {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animated: the first frame is the image
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+        arr = np.asarray(rgb, dtype=np.uint8)
+    except ImageError:
+        raise
+    except Image.DecompressionBombWarning as e:
+        raise ImageError(name, f"image too large ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(name, f"image too large ({e})") from None
+    except OSError as e:
+        msg = str(e)
+        if "truncated" in msg.lower():
+            raise ImageError(name, "truncated or incomplete image data") from None
+        raise ImageError(name, f"corrupt image data ({msg})") from None
+    except Exception as e:
+        raise ImageError(name, f"cannot decode image ({type(e).__name__}: {e})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(name, f"unexpected decoded shape {arr.shape}")
+    return arr
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(name, f"array of shape {arr.shape} is not an HxW[xC] image")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.shape[2] == 4:
+        return decode_image(Image.fromarray(arr.astype(np.uint8), "RGBA"), name)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarray:
+    """Bring an RGB uint8 HxWx3 array to size x size by the named policy (no-op when it already fits)."""
+    h, w = arr.shape[:2]
+    if h == size and w == size:
+        return arr
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
+    img = Image.fromarray(arr)
+    if policy == "resize":
+        img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    elif policy == "center_crop":
+        scale = size / min(h, w)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    else:  # crop: keep native pixels; upsample only images smaller than the crop
+        if min(h, w) < size:
+            return fit_to_size(arr, size, "center_crop")
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The shared entry point: any source -> uint8 CxHxW array at spec.image_size."""
+    arr = decode_image(source, name, max_pixels=max_pixels)
+    arr = fit_to_size(arr, spec.image_size, spec.resize_policy)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def image_info(source: ImageSource, name: str | None = None) -> dict:
+    """Size and mode of an image without decoding its pixels (for out-of-domain checks)."""
+    name = name or (str(source) if isinstance(source, (str, Path)) else "<image>")
+    if isinstance(source, np.ndarray):
+        return {"width": int(source.shape[1]), "height": int(source.shape[0]), "mode": "array", "format": None}
+    img = _open(source, name)
+    return {"width": img.size[0], "height": img.size[1], "mode": img.mode, "format": img.format}
