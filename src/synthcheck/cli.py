@@ -26,8 +26,27 @@ def _setup_logging(verbose: bool = False):
 
 
 def _fail(msg: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as a user would type it again (from parsed parameters, so it also works in-process)."""
+    import shlex
+
+    parts = ["synthcheck", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif value is None or value == param.default or value == [] or value == ():
+            continue
+        elif isinstance(value, bool):
+            parts.append(param.opts[0] if value else (param.secondary_opts or [f"--no-{param.name}"])[0])
+        else:
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                parts += [param.opts[0], str(v)]
+    return shlex.join(parts)
 
 
 @app.command()
@@ -44,6 +63,7 @@ def models():
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: List[Path] = typer.Argument(..., help="training folders or .tar/.tar.gz archives"),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="run directory (model/, last/, history, curves)"),
     config: Optional[Path] = typer.Option(None, help="TOML file of training options (command-line flags win)"),
@@ -98,7 +118,7 @@ def train(
         result = run_train(data, out, cfg, test=test or None, resume=resume, progress=not quiet)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
-    cmd = "synthcheck " + " ".join(sys.argv[1:])
+    cmd = _command_line(ctx)
     result["command"] = cmd
     from .checkpoint import save_model, load_model
 
@@ -108,6 +128,171 @@ def train(
     tm = result.get("test_metrics") or result.get("val_metrics")
     console.print(f"[green]saved[/] {out / 'model'} — "
                   f"{'test' if result.get('test_metrics') else 'val'} accuracy {tm['accuracy']:.4f}, AUROC {tm['roc_auc']:.4f}")
+
+
+def _load_detector(model: Optional[str], device: str = "cpu"):
+    from .detector import Detector
+
+    try:
+        return Detector.load(model, device=device)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="model directory, run directory or bundled name ('default')"),
+    data: List[Path] = typer.Argument(..., help="one or more labelled test sets (folders or tar archives)"),
+    out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="folder for metrics JSON and PNG plots"),
+    include_train_identical: bool = typer.Option(False, help="keep test files byte-identical to training files"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Accuracy, precision, recall, F1, ROC-AUC, AP, ECE, confusion matrix and plots, per set and on average."""
+    from .evaluate import evaluate_sets
+
+    _setup_logging(not quiet)
+    det = _load_detector(model)
+    try:
+        res = evaluate_sets(det, data, out, exclude_train=not include_train_identical, progress=not quiet)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    t = Table(title=f"{det.model_id} (threshold {det.threshold:.3f}, T={det.temperature:.3f})")
+    for c in ("set", "n", "excluded", "accuracy", "precision", "recall", "F1", "ROC-AUC", "AP", "ECE"):
+        t.add_column(c, justify="right" if c != "set" else "left")
+    f = lambda v: "-" if v is None else f"{v:.4f}"
+    for k, m in res["sets"].items():
+        t.add_row(k, str(m["n"]), str(m["excluded_train_identical"]), f(m["accuracy"]), f(m["precision"]),
+                  f(m["recall"]), f(m["f1"]), f(m["roc_auc"]), f(m["average_precision"]), f(m["ece"]))
+    if len(res["sets"]) > 1:
+        mm = res["summary"]["mean"]
+        t.add_row("mean", "", "", f(mm["accuracy"]), "", "", f(mm["f1"]), f(mm["roc_auc"]),
+                  f(mm["average_precision"]), f(mm["ece"]))
+    console.print(t)
+    for k, m in res["sets"].items():
+        if not quiet:
+            console.print(f"[bold]{k}[/]\n{m['classification_report']}")
+    console.print(f"wrote {out / 'evaluation.json'} and plots under {out}/")
+
+
+def _expand(paths: List[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (recursively) and globs -> file list; names that match nothing are returned as missing."""
+    import glob
+
+    from .data import IMAGE_EXTENSIONS
+
+    files, missing = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            files.extend(found)
+        elif path.exists():
+            files.append(str(path))
+        else:
+            matches = sorted(glob.glob(p, recursive=True))
+            if matches:
+                files.extend(m for m in matches if Path(m).is_file())
+            else:
+                missing.append(p)
+    return files, missing
+
+
+@app.command()
+def predict(
+    paths: List[str] = typer.Argument(..., help="image files, folders or globs"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
+    as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
+    out: Optional[Path] = typer.Option(None, "--out", help="append each result to this file (.jsonl or .csv) as soon as known"),
+    resume: bool = typer.Option(False, "--resume", help="skip files already in --out"),
+    batch_size: int = typer.Option(256),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+):
+    """Score images: P(AI-generated), verdict and model; broken files are named, the rest still scored.
+
+    Exit code 0 when every file was scored, 1 when any failed.
+    """
+    import csv
+    import json
+
+    _setup_logging(False)
+    files, missing = _expand(paths)
+    done: set[str] = set()
+    if resume and out and out.exists():
+        if out.suffix == ".csv":
+            with open(out, newline="") as fh:
+                done = {r["source"] for r in csv.DictReader(fh)}
+        else:
+            for line in out.read_text().splitlines():
+                try:
+                    done.add(json.loads(line)["source"])
+                except (ValueError, KeyError):
+                    continue  # a line cut by an interruption: that file is scored again
+        files = [f for f in files if f not in done]
+    if not files and not missing:
+        if done:
+            console.print(f"nothing to do: all files already in {out}")
+            raise typer.Exit(0)
+        _fail("no input files")
+    det = _load_detector(model, device)
+    fields = ["source", "prob_ai", "verdict", "model", "error"]
+    sink = writer = None
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        new = not out.exists() or out.stat().st_size == 0
+        sink = open(out, "a", newline="")
+        if out.suffix == ".csv":
+            writer = csv.DictWriter(sink, fieldnames=fields)
+            if new:
+                writer.writeheader()
+    rows, failed = [], 0
+    stdout_csv = csv.DictWriter(sys.stdout, fieldnames=fields) if as_csv else None
+    if stdout_csv:
+        stdout_csv.writeheader()
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    from .detector import Prediction
+
+    missing_preds = [Prediction(m, error="no such file or folder") for m in missing]
+    show_bar = not (as_json or as_csv) and len(files) > batch_size
+    stream = itertools.chain(missing_preds, det.predict_iter(files, batch_size=batch_size))
+    try:
+        for p in tqdm(stream, total=len(files) + len(missing), disable=not show_bar, unit="img", desc="scoring",
+                      file=sys.stderr):
+            d = p.to_dict()
+            failed += not p.ok
+            if sink:
+                if writer:
+                    writer.writerow(d)
+                else:
+                    sink.write(json.dumps(d) + "\n")
+                sink.flush()
+            if as_json:
+                print(json.dumps(d), flush=True)
+            elif stdout_csv:
+                stdout_csv.writerow(d)
+            else:
+                rows.append(p)
+    finally:
+        if sink:
+            sink.close()
+    if rows:
+        t = Table(title=f"model {det.model_id}")
+        t.add_column("file"); t.add_column("P(AI)", justify="right"); t.add_column("verdict")
+        for p in rows[:1000]:
+            if p.ok:
+                colour = {"ai": "red", "real": "green"}.get(p.verdict, "yellow")
+                t.add_row(p.source, f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]")
+            else:
+                t.add_row(p.source, "-", f"[bold red]error[/]: {p.error}")
+        console.print(t)
+        if len(rows) > 1000:
+            console.print(f"... {len(rows) - 1000} more rows (use --out or --json for all)")
+    if failed:
+        err.print(f"[yellow]{failed} of {len(files) + len(missing)} file(s) could not be scored[/]")
+    raise typer.Exit(1 if failed else 0)
 
 
 def main():

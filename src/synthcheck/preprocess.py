@@ -116,6 +116,8 @@ def _open(source: ImageSource, name: str) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"image too large ({e})") from None
     except Exception as e:  # Pillow raises many types on hostile headers
+        if "truncat" in str(e).lower():
+            raise ImageError(name, "truncated or incomplete image data") from None
         raise ImageError(name, f"cannot open image ({type(e).__name__}: {e})") from None
 
 

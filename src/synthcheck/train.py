@@ -212,6 +212,9 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
         if state is None:
             log.warning("--resume: no saved state in %s, starting fresh", last_dir)
         else:
+            if state.get("total_steps", steps_per_epoch * cfg.epochs) != steps_per_epoch * cfg.epochs:
+                raise ValueError(f"--resume must use the interrupted run's epochs/batch size "
+                                 f"(its schedule has {state.get('total_steps')} steps); start a new --out to change them")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -298,7 +301,8 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
             shutil.rmtree(tmp)
         save_state(tmp, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "epoch": epoch + 1, "best_val": best_val, "bad_epochs": bad_epochs, "history": history,
-                         "train_time": train_time, "rng": torch.get_rng_state()})
+                         "train_time": train_time, "rng": torch.get_rng_state(),
+                         "total_steps": steps_per_epoch * cfg.epochs})
         _replace_dir(tmp, last_dir)
     else:
         stopped_early = bad_epochs >= cfg.patience and len(history) < cfg.epochs

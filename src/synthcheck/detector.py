@@ -1,0 +1,156 @@
+"""`Detector`: the one public object (load, predict) that the CLI, the REST API and the web page all call."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .calibration import probabilities
+from .checkpoint import load_model, spec_of
+from .inference import pick_device, score_logits
+from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "default"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the package (name -> directory)."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / "config.json").exists()}
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    p = Path(name_or_path)
+    if (p / "config.json").exists():
+        return p
+    if (p / "model" / "config.json").exists():  # a training run directory
+        return p / "model"
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    raise FileNotFoundError(f"model {name_or_path!r} not found: give a model directory (with config.json) "
+                            f"or a bundled name ({', '.join(bundled) or 'none installed'})")
+
+
+@dataclass
+class Prediction:
+    """One verdict. `prob_ai` is the calibrated P(AI-generated); `error` is set instead when the input failed."""
+
+    source: str
+    prob_ai: float | None = None
+    verdict: str | None = None  # "ai" | "real" | "uncertain"
+    model: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _source_name(src: ImageSource, i: int) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    return f"<image {i}>"
+
+
+class Detector:
+    """A trained model with its preprocessing, calibration and operating point."""
+
+    def __init__(self, model: torch.nn.Module, config: dict, model_id: str, device: str | torch.device = "cpu",
+                 directory: Path | None = None):
+        self.directory = directory
+        self.device = pick_device(str(device))
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.model_id = model_id
+        self.spec = spec_of(config)
+        self.temperature = float(config.get("temperature", 1.0))
+        self.threshold = float(config.get("threshold", 0.5))
+        self.uncertain_band = float(config.get("uncertain_band", 0.0))
+        self.max_pixels = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, device: str = "cpu") -> "Detector":
+        """Load a model directory or a bundled model by name; None gives the bundled default."""
+        directory = resolve_model(name_or_path)
+        model, config = load_model(directory, map_location="cpu")
+        bundled = {v.resolve(): k for k, v in bundled_models().items()}
+        model_id = bundled.get(directory.resolve(), str(directory))
+        model_id = f"{model_id}:{config['arch']['name']}"
+        if str(device) == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        return cls(model, config, model_id, device, directory)
+
+    # --- the pipeline: source -> uint8 -> logits -> calibrated probability -> verdict ------------
+
+    def preprocess(self, source: ImageSource, name: str | None = None) -> np.ndarray:
+        return load_image(source, self.spec, name=name, max_pixels=self.max_pixels)
+
+    def probabilities_from_arrays(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Calibrated P(AI) for uint8 [N,3,S,S] arrays already preprocessed."""
+        return probabilities(score_logits(self.model, images, batch_size, self.device), self.temperature)
+
+    def verdict(self, prob: float) -> str:
+        if abs(prob - self.threshold) < self.uncertain_band:
+            return "uncertain"
+        return "ai" if prob >= self.threshold else "real"
+
+    def predict(self, images: ImageSource | Sequence[ImageSource], names: Sequence[str] | None = None,
+                batch_size: int = 256) -> list[Prediction]:
+        """Score images (paths, bytes, PIL images or arrays); bad inputs get `error`, never an exception."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        return list(self.predict_iter(items, names=names, batch_size=batch_size))
+
+    def predict_iter(self, sources: Iterable[ImageSource], names: Iterable[str] | None = None, batch_size: int = 256,
+                     workers: int | None = None) -> Iterator[Prediction]:
+        """Stream predictions in input order: decode a batch on worker threads, score it, yield, repeat.
+
+        Memory stays flat however many files are given (one batch in flight).
+        """
+        workers = workers or os.cpu_count() or 1
+        names_it = iter(names) if names is not None else None
+
+        with ThreadPoolExecutor(workers) as pool:
+            batch: list[tuple[ImageSource, str]] = []
+            for i, src in enumerate(sources):
+                name = next(names_it) if names_it is not None else _source_name(src, i)
+                batch.append((src, name))
+                if len(batch) >= batch_size:
+                    yield from self._score_batch(batch, pool)
+                    batch = []
+            if batch:
+                yield from self._score_batch(batch, pool)
+
+    def _score_batch(self, batch, pool) -> Iterator[Prediction]:
+        decoded = list(pool.map(lambda it: self._decode_safe(it), batch))
+        good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
+        probs = self.probabilities_from_arrays(np.stack([decoded[i][0] for i in good])) if good else []
+        pmap = dict(zip(good, probs))
+        for i, (src, name) in enumerate(batch):
+            if i in pmap:
+                p = float(pmap[i])
+                yield Prediction(name, round(p, 6), self.verdict(p), self.model_id)
+            else:
+                yield Prediction(name, None, None, self.model_id, decoded[i][1])
+
+    def _decode_safe(self, item):
+        src, name = item
+        try:
+            return self.preprocess(src, name), None
+        except ImageError as e:
+            return None, e.problem
+        except Exception as e:  # anything else is still a per-file failure, not a crash
+            return None, f"{type(e).__name__}: {e}"

@@ -1,0 +1,71 @@
+"""Evaluation of a Detector on one or more labelled sets: metrics JSON, PNG plots, one summary table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_train_digests
+from .data import ImageSet, load_imageset, save_json
+from .detector import Detector
+from .metrics import compute_metrics, plot_metrics
+
+
+def _slug(source: str) -> str:
+    name = Path(source).name
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "set"
+
+
+def evaluation_part(s: ImageSet) -> ImageSet:
+    """The part of a set to score: its test split if it has one, else all of it."""
+    return s.split("test") if s.has_split("test") else s
+
+
+def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path | None = None,
+                  exclude_train: bool = True, progress: bool = True, plots: bool = True) -> dict:
+    """Score every set; drop files byte-identical to the model's training data; write JSON + PNGs per set."""
+    train_digests: set[bytes] = set()
+    if exclude_train and detector.directory is not None:
+        train_digests = load_train_digests(detector.directory)
+    results = {}
+    for src in sources:
+        full = load_imageset(src, detector.spec, progress=progress)
+        part = evaluation_part(full)
+        excluded = 0
+        if train_digests:
+            mask = np.array([d[:8].tobytes() in train_digests for d in part.digests], dtype=bool)
+            excluded = int(mask.sum())
+            part = part.subset(np.flatnonzero(~mask))
+        probs = detector.probabilities_from_arrays(part.images)
+        m = compute_metrics(part.labels, probs, detector.threshold, detector.uncertain_band)
+        m["source"] = str(src)
+        m["excluded_train_identical"] = excluded
+        m["skipped_files"] = [f"{n}: {p}" for n, p in full.skipped]
+        key = _slug(str(src))
+        while key in results:
+            key += "_"
+        if out_dir is not None:
+            d = Path(out_dir) / key
+            if plots:
+                m["plots"] = [str(p) for p in plot_metrics(part.labels, probs, m, d, key)]
+            np.savez(d / "scores.npz", probs=probs, labels=part.labels)
+            save_json(d / "metrics.json", m)
+        results[key] = m
+    summary = summarize(results)
+    if out_dir is not None:
+        save_json(Path(out_dir) / "evaluation.json", {"model": detector.model_id, "sets": results, "summary": summary})
+    return {"model": detector.model_id, "sets": results, "summary": summary}
+
+
+def summarize(results: dict) -> dict:
+    keys = ("accuracy", "roc_auc", "average_precision", "f1", "ece")
+    mean = {}
+    for k in keys:
+        vals = [r[k] for r in results.values() if r.get(k) is not None]
+        mean[k] = float(np.mean(vals)) if vals else None
+    return {"mean": mean, "n_sets": len(results)}

@@ -1,0 +1,121 @@
+"""Train a few steps on a tiny dataset the test makes, evaluate, save, reload, predict — through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synthcheck import Detector
+from synthcheck.cli import app
+
+runner = CliRunner()
+
+
+def _train(data, out, *extra):
+    args = ["train", str(data), "--out", str(out), "--epochs", "6", "--batch-size", "16", "--lr", "0.003",
+            "--val-fraction", "0.2", "--quiet", *extra]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    _train(tiny_dataset, out, "--model", "fastnet_s")
+    return out
+
+
+def test_training_writes_everything(trained):
+    model = trained / "model"
+    for f in ("model.safetensors", "config.json", "MODEL_CARD.md", "model_card.json", "train_digests.safetensors"):
+        assert (model / f).exists(), f
+    assert (trained / "history.csv").exists() and (trained / "curves.png").exists()
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["arch"]["name"] == "fastnet_s" and cfg["data"]["fingerprint"]
+    assert 0 < cfg["threshold"] < 1 and cfg["temperature"] > 0
+    # the toy classes are easy: a few epochs must learn them (fails if training is broken)
+    assert cfg["test_metrics"]["accuracy"] >= 0.9, cfg["test_metrics"]
+    assert "synthcheck train" in (model / "MODEL_CARD.md").read_text()
+
+
+def test_evaluate_cli_outputs(trained, tiny_dataset, tmp_path):
+    r = runner.invoke(app, ["evaluate", str(trained), str(tiny_dataset), "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "evaluation.json").read_text())
+    (m,) = ev["sets"].values()
+    assert m["n"] == 160 and m["accuracy"] >= 0.9
+    for png in ("confusion_matrix.png", "roc.png", "precision_recall.png", "reliability.png"):
+        assert (tmp_path / next(iter(ev["sets"])) / png).exists()
+
+
+def test_predict_mixed_folder_names_broken_files(trained, tiny_dataset, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted((tiny_dataset / "test" / "FAKE").iterdir())[:3] + sorted((tiny_dataset / "test" / "REAL").iterdir())[:3]
+    for i, g in enumerate(good):
+        (folder / f"{i}_{g.parent.name}.png").write_bytes(g.read_bytes())
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "cut.png").write_bytes(good[0].read_bytes()[:60])
+    out = tmp_path / "res.jsonl"
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(trained), "--out", str(out), "--json"])
+    assert r.exit_code == 1  # some files failed
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 9
+    bad = {row["source"].split("/")[-1]: row["error"] for row in rows if row["error"]}
+    assert set(bad) == {"empty.jpg", "text.jpg", "cut.png"}
+    assert "empty" in bad["empty.jpg"]
+    verdicts = {row["source"].split("/")[-1]: row["verdict"] for row in rows if not row["error"]}
+    assert sum(v == ("ai" if "FAKE" in k else "real") for k, v in verdicts.items()) >= 5
+    # resume: nothing is scored twice
+    r2 = runner.invoke(app, ["predict", str(folder), "--model", str(trained), "--out", str(out), "--resume"])
+    assert r2.exit_code == 0 and len(out.read_text().splitlines()) == 9
+
+
+def test_detector_api_matches_evaluation_path(trained, tiny_dataset):
+    det = Detector.load(trained)
+    files = sorted((tiny_dataset / "test" / "FAKE").iterdir())[:5]
+    preds = det.predict(files)
+    assert all(p.ok and p.model.endswith("fastnet_s") for p in preds)
+    # same pixels through the array path give the same probabilities
+    arrays = np.stack([det.preprocess(f) for f in files])
+    np.testing.assert_allclose([p.prob_ai for p in preds], det.probabilities_from_arrays(arrays), atol=1e-6)
+    one = det.predict(files[0].read_bytes())
+    assert len(one) == 1 and one[0].source == "<image 0>"
+
+
+def test_resume_continues_after_interruption(tiny_dataset, tmp_path, monkeypatch):
+    import synthcheck.train as train_mod
+
+    real, calls = train_mod.score_logits, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # validation of epoch 3: the run dies here
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "score_logits", interrupted)
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path), "--epochs", "4", "--batch-size", "32", "--lr", "0.003",
+            "--val-fraction", "0.2", "--model", "cnn", "--quiet"]
+    runner.invoke(app, args)
+    hist = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(hist) == 3  # header + 2 finished epochs survived the kill
+    monkeypatch.setattr(train_mod, "score_logits", real)
+    r = runner.invoke(app, args + ["--resume"])
+    assert r.exit_code == 0, r.output
+    hist2 = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(hist2) == 5 and hist2[1:3] == hist[1:3]
+    r = runner.invoke(app, args[:5] + ["6"] + args[6:] + ["--resume"])
+    assert r.exit_code == 2 and "resume" in r.output
+
+
+def test_bad_arguments_give_clean_errors(tmp_path):
+    r = runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 2 and "no such file" in r.output
+    r = runner.invoke(app, ["predict", "x.jpg", "--model", str(tmp_path / "nomodel")])
+    assert r.exit_code == 2 and "not found" in r.output
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "fastnet" in r.output and "resnet50" in r.output

@@ -1,0 +1,41 @@
+import shutil
+
+import pytest
+import torch
+
+from synthcheck.models import REGISTRY, build_model
+
+from conftest import SHARED
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_model_gives_one_logit_per_image(name):
+    torch.manual_seed(0)
+    model, arch = build_model(name)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    assert model.get_target_layer() is not None
+    assert arch["name"] == name
+
+
+def test_imagenet_weights_refused_for_own_nets():
+    with pytest.raises(ValueError):
+        build_model("fastnet", "imagenet")
+
+
+@pytest.mark.skipif(not (SHARED / "weights" / "mobilenet_v2-b0353104.pth").exists(), reason="../shared/weights absent")
+def test_imagenet_weights_load_offline_from_torch_home(tmp_path, monkeypatch):
+    ckpt = tmp_path / "th" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    shutil.copy(SHARED / "weights" / "mobilenet_v2-b0353104.pth", ckpt)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    model, arch = build_model("mobilenet_v2", "imagenet")
+    assert arch["input_size"] == 224 and arch["weights"] == "imagenet"
+    import torchvision
+
+    ref = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1")
+    assert torch.equal(model.backbone.features[0][0].weight, ref.features[0][0].weight)
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1,)
