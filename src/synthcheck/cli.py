@@ -199,7 +199,8 @@ def _expand(paths: List[str]) -> tuple[list[str], list[str]]:
 
 @app.command()
 def predict(
-    paths: List[str] = typer.Argument(..., help="image files, folders or globs"),
+    paths: Optional[List[str]] = typer.Argument(None, help="image files, folders or globs"),
+    samples: bool = typer.Option(False, "--samples", help="also score the sample images shipped with the package"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
     as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
@@ -216,7 +217,11 @@ def predict(
     import json
 
     _setup_logging(False)
+    paths = list(paths or [])
+    if samples:
+        paths.append(str(Path(__file__).resolve().parent / "samples"))
     files, missing = _expand(paths)
+    files = [f for f in files if not f.endswith(".md")] if samples else files
     done: set[str] = set()
     if resume and out and out.exists():
         if out.suffix == ".csv":

@@ -113,6 +113,7 @@ class ImageSet:
     splits: np.ndarray     # str array: train/val/test/"" (no split level)
     names: list[str]
     digests: np.ndarray    # [N,16] uint8
+    sizes: np.ndarray      # [N,2] int32: decoded (height, width) before fitting
     source: str
     spec: PreprocessSpec
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, problem)
@@ -123,7 +124,7 @@ class ImageSet:
     def subset(self, idx: np.ndarray) -> "ImageSet":
         idx = np.asarray(idx)
         return ImageSet(self.images[idx], self.labels[idx], self.splits[idx], [self.names[i] for i in idx],
-                        self.digests[idx], self.source, self.spec, [])
+                        self.digests[idx], self.sizes[idx], self.source, self.spec, [])
 
     def split(self, name: str) -> "ImageSet":
         return self.subset(np.flatnonzero(self.splits == name))
@@ -146,7 +147,7 @@ class ImageSet:
 def _decode_one(args):
     data, name, spec = args
     try:
-        return load_image(data, spec, name=name), None
+        return load_image(data, spec, name=name, return_size=True), None
     except ImageError as e:
         return None, e.problem
 
@@ -176,24 +177,24 @@ def _cache_path(cache_dir: Path, source: Path, spec: PreprocessSpec) -> Path:
     return cache_dir / f"{source.name}.{key}.{spec.cache_tag()}.npz"
 
 
-def _read_cache(path: Path) -> dict[bytes, np.ndarray]:
+def _read_cache(path: Path) -> dict[bytes, tuple[np.ndarray, tuple[int, int]]]:
     if not path.exists():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            images, digests = z["images"], z["digests"]
-        return {digests[i].tobytes(): images[i] for i in range(len(digests))}
+            images, digests, sizes = z["images"], z["digests"], z["sizes"]
+        return {digests[i].tobytes(): (images[i], tuple(sizes[i])) for i in range(len(digests))}
     except Exception as e:  # a damaged cache is only a lost speed-up
         log.warning("ignoring unreadable cache %s (%s)", path, e)
         return {}
 
 
-def _write_cache(path: Path, images: np.ndarray, digests: np.ndarray) -> None:
+def _write_cache(path: Path, images: np.ndarray, digests: np.ndarray, sizes: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez(tmp, images=images, digests=digests)
+        np.savez(tmp, images=images, digests=digests, sizes=sizes)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -220,11 +221,11 @@ def load_imageset(source: str | Path, spec: PreprocessSpec, cache_dir: Path | No
     todo = [i for i, d in enumerate(digests) if d not in cached]
     decoded = _decode_many([(raw[i].data, raw[i].name) for i in todo], spec, workers, progress)
     failed: dict[bytes, str] = {}
-    for i, (arr, problem) in zip(todo, decoded):
-        if arr is None:
+    for i, (res, problem) in zip(todo, decoded):
+        if res is None:
             failed[digests[i]] = problem
         else:
-            cached[digests[i]] = arr
+            cached[digests[i]] = res
     keep, skipped = [], []
     for i, r in enumerate(raw):
         if digests[i] in cached:
@@ -237,23 +238,33 @@ def load_imageset(source: str | Path, spec: PreprocessSpec, cache_dir: Path | No
         raise ValueError(f"{source}: none of the {len(raw)} files could be decoded")
     s = spec.image_size
     images = np.empty((len(keep), 3, s, s), dtype=np.uint8)
+    sizes = np.empty((len(keep), 2), dtype=np.int32)
     for j, i in enumerate(keep):
-        images[j] = cached[digests[i]]
+        images[j], sizes[j] = cached[digests[i]]
     dig = np.frombuffer(b"".join(digests[i] for i in keep), dtype=np.uint8).reshape(-1, 16)
     if use_cache and todo:
         uniq = {d.tobytes(): k for k, d in enumerate(dig)}
         order = np.array(list(uniq.values()))
-        _write_cache(cpath, images[order], dig[order])
+        _write_cache(cpath, images[order], dig[order], sizes[order])
     return ImageSet(
         images=images,
         labels=np.array([raw[i].label for i in keep], dtype=np.int64),
         splits=np.array([raw[i].split or "" for i in keep]),
         names=[raw[i].name for i in keep],
         digests=dig,
+        sizes=sizes,
         source=str(source),
         spec=spec,
         skipped=skipped,
     )
+
+
+def size_stats(sizes: np.ndarray) -> dict:
+    """Range of training image sizes (1st-99th percentile) for the out-of-domain check."""
+    short, long_ = sizes.min(1), sizes.max(1)
+    aspect = long_ / np.maximum(short, 1)
+    return {"short_side_p01": int(np.percentile(short, 1)), "long_side_p99": int(np.percentile(long_, 99)),
+            "aspect_p99": round(float(np.percentile(aspect, 99)), 3), "median_hw": np.median(sizes, 0).astype(int).tolist()}
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +311,8 @@ def make_splits(sources: list[ImageSet], val_fraction: float, seed: int, test: l
             return sets[0]
         return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
                         np.concatenate([s.splits for s in sets]), sum((s.names for s in sets), []),
-                        np.concatenate([s.digests for s in sets]), "+".join(s.source for s in sets), sets[0].spec,
+                        np.concatenate([s.digests for s in sets]), np.concatenate([s.sizes for s in sets]),
+                        "+".join(s.source for s in sets), sets[0].spec,
                         sum((s.skipped for s in sets), []))
 
     tr_parts, va_parts, te_parts = [], [], list(test or [])

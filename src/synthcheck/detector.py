@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -14,6 +14,7 @@ import torch
 from .calibration import probabilities
 from .checkpoint import load_model, spec_of
 from .inference import pick_device, score_logits
+from .metadata import combine_verdict, inspect
 from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -44,13 +45,18 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
 
 @dataclass
 class Prediction:
-    """One verdict. `prob_ai` is the calibrated P(AI-generated); `error` is set instead when the input failed."""
+    """One verdict. `prob_ai` is the calibrated P(AI-generated) from pixels; `verdict` joins it with the
+    metadata evidence by `metadata.combine_verdict`; `error` is set instead when the input failed."""
 
     source: str
     prob_ai: float | None = None
-    verdict: str | None = None  # "ai" | "real" | "uncertain"
+    verdict: str | None = None        # "ai" | "real" | "uncertain"
     model: str | None = None
     error: str | None = None
+    pixel_verdict: str | None = None  # from the calibrated score and threshold alone
+    reason: str | None = None
+    evidence: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +87,7 @@ class Detector:
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
         self.max_pixels = DEFAULT_MAX_PIXELS
+        self.metadata = True  # read metadata evidence for every file input
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "cpu") -> "Detector":
@@ -98,6 +105,20 @@ class Detector:
 
     def preprocess(self, source: ImageSource, name: str | None = None) -> np.ndarray:
         return load_image(source, self.spec, name=name, max_pixels=self.max_pixels)
+
+    def domain_warnings(self, height: int, width: int) -> list[str]:
+        """Out-of-domain warning when the input's size/aspect is far from the training images'."""
+        stats = self.config.get("data", {}).get("image_sizes")
+        if not stats:
+            return []
+        short, long_ = min(height, width), max(height, width)
+        warnings = []
+        if long_ > 4 * stats["long_side_p99"] or short < stats["short_side_p01"] / 2:
+            warnings.append(f"out of domain: image is {width}x{height} but the model was trained on images of "
+                            f"{stats['short_side_p01']}-{stats['long_side_p99']} px; its score is less reliable here")
+        elif long_ / max(short, 1) > 1.5 * max(stats["aspect_p99"], 1.0):
+            warnings.append(f"out of domain: aspect ratio {long_ / max(short, 1):.2f} is far from the training images'")
+        return warnings
 
     def probabilities_from_arrays(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Calibrated P(AI) for uint8 [N,3,S,S] arrays already preprocessed."""
@@ -135,22 +156,35 @@ class Detector:
                 yield from self._score_batch(batch, pool)
 
     def _score_batch(self, batch, pool) -> Iterator[Prediction]:
-        decoded = list(pool.map(lambda it: self._decode_safe(it), batch))
-        good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
-        probs = self.probabilities_from_arrays(np.stack([decoded[i][0] for i in good])) if good else []
+        decoded = list(pool.map(self._decode_safe, batch))
+        good = [i for i, d in enumerate(decoded) if "pixels" in d]
+        probs = self.probabilities_from_arrays(np.stack([decoded[i]["pixels"] for i in good])) if good else []
         pmap = dict(zip(good, probs))
         for i, (src, name) in enumerate(batch):
-            if i in pmap:
-                p = float(pmap[i])
-                yield Prediction(name, round(p, 6), self.verdict(p), self.model_id)
-            else:
-                yield Prediction(name, None, None, self.model_id, decoded[i][1])
+            d = decoded[i]
+            if i not in pmap:
+                yield Prediction(name, model=self.model_id, error=d["error"])
+                continue
+            p = float(pmap[i])
+            pixel = self.verdict(p)
+            verdict, reason = combine_verdict(pixel, d["evidence"])
+            yield Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
+                             [e.to_dict() for e in d["evidence"]], self.domain_warnings(*d["size"]))
 
-    def _decode_safe(self, item):
+    def _decode_safe(self, item) -> dict:
+        """One input -> pixels, decoded size and metadata evidence, or the reason it failed (never raises)."""
         src, name = item
         try:
-            return self.preprocess(src, name), None
+            if isinstance(src, (str, Path)):
+                try:
+                    src = Path(src).read_bytes()
+                except OSError as e:
+                    raise ImageError(name, "file not found" if isinstance(e, FileNotFoundError)
+                                     else f"cannot read file ({e.strerror or e})") from None
+            pixels, size = load_image(src, self.spec, name=name, max_pixels=self.max_pixels, return_size=True)
+            evidence = inspect(src) if self.metadata and isinstance(src, (bytes, bytearray, memoryview)) else []
+            return {"pixels": pixels, "size": size, "evidence": evidence}
         except ImageError as e:
-            return None, e.problem
+            return {"error": e.problem}
         except Exception as e:  # anything else is still a per-file failure, not a crash
-            return None, f"{type(e).__name__}: {e}"
+            return {"error": f"{type(e).__name__}: {e}"}

@@ -201,11 +201,16 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
 
 
 def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The shared entry point: any source -> uint8 CxHxW array at spec.image_size."""
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, return_size: bool = False):
+    """The shared entry point: any source -> uint8 CxHxW array at spec.image_size.
+
+    With `return_size`, also the decoded (height, width) before fitting, which the
+    out-of-domain check compares with the training data.
+    """
     arr = decode_image(source, name, max_pixels=max_pixels)
-    arr = fit_to_size(arr, spec.image_size, spec.resize_policy)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    size = arr.shape[:2]
+    arr = np.ascontiguousarray(fit_to_size(arr, spec.image_size, spec.resize_policy).transpose(2, 0, 1))
+    return (arr, size) if return_size else arr
 
 
 def image_info(source: ImageSource, name: str | None = None) -> dict:

@@ -27,7 +27,7 @@ from . import __version__
 from .augment import AugmentConfig, augment
 from .calibration import choose_threshold, fit_temperature, probabilities
 from .checkpoint import load_state, save_model, save_state, save_train_digests
-from .data import Splits, load_imageset, make_splits, save_json
+from .data import Splits, load_imageset, make_splits, save_json, size_stats
 from .inference import autocast_for, pick_device, score_logits, to_input
 from .metrics import compute_metrics
 from .models import build_model, count_parameters
@@ -228,7 +228,8 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
         "preprocess": PreprocessSpec(cfg.image_size, cfg.resize_policy).to_dict(),
         "train": cfg.to_dict(),
         "data": {"sources": [str(d) for d in data], "test_sources": [str(t) for t in (test or [])],
-                 "fingerprint": splits.train.fingerprint(), "counts": splits.train.counts(), **splits.report},
+                 "fingerprint": splits.train.fingerprint(), "counts": splits.train.counts(),
+                 "image_sizes": size_stats(splits.train.sizes), **splits.report},
         "parameters": count_parameters(model),
         "git_commit": git_commit(),
         "synthcheck_version": __version__,

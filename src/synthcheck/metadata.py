@@ -1,0 +1,200 @@
+"""Metadata and provenance evidence (C2PA, EXIF/XMP, generator text chunks), kept apart from the pixel score.
+
+Metadata is easy to strip and easy to forge, so it is reported as evidence with a
+stated strength, never folded into the probability. Missing metadata is never
+evidence either way (most platforms strip it). The combination rule is
+`combine_verdict`, documented there and in the README.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+# IPTC Digital Source Type vocabulary (used by Adobe Firefly, Midjourney, DALL·E/OpenAI, Google and others)
+IPTC_AI_TYPES = {
+    "trainedAlgorithmicMedia": ("ai", "strong", "IPTC digital source type: created by a trained model"),
+    "compositeWithTrainedAlgorithmicMedia": ("ai", "moderate", "IPTC digital source type: composite including AI content"),
+    "algorithmicMedia": ("ai", "moderate", "IPTC digital source type: algorithmic media"),
+    "compositeSynthetic": ("ai", "moderate", "IPTC digital source type: composite with synthetic elements"),
+    "digitalCapture": ("camera", "weak", "IPTC digital source type: digital capture (self-declared)"),
+}
+AI_SOFTWARE = re.compile(r"stable[ -]?diffusion|midjourney|dall[·\-. ]?e|novelai|comfyui|automatic1111|invokeai|"
+                         r"firefly|imagen|bing image creator|leonardo\.ai|dreamstudio|fooocus|flux|sdxl|nijijourney",
+                         re.IGNORECASE)
+EDITORS = re.compile(r"photoshop|lightroom|gimp|affinity|snapseed|pixelmator|capture one|darktable|paint\.net|"
+                     r"picsart|facetune|canva", re.IGNORECASE)
+# PNG text keys written by generators (documented by each tool's metadata format)
+PNG_GENERATOR_KEYS = {
+    "parameters": "Stable Diffusion WebUI (A1111/Forge) generation parameters",
+    "prompt": "ComfyUI prompt graph",
+    "workflow": "ComfyUI workflow",
+    "invokeai_metadata": "InvokeAI metadata",
+    "sd-metadata": "InvokeAI (legacy) metadata",
+    "dream": "InvokeAI (legacy) dream command",
+    "fooocus_scheme": "Fooocus metadata scheme",
+    "generation_data": "generation data",
+}
+EXIF_TAGS = {0x0131: "Software", 0x010F: "Make", 0x0110: "Model", 0x013B: "Artist", 0x010E: "ImageDescription",
+             0x8298: "Copyright"}
+
+
+@dataclass
+class Evidence:
+    source: str      # c2pa | exif | xmp | png-text
+    field: str
+    value: str
+    indicates: str   # ai | camera | edited | provenance
+    strength: str    # strong | moderate | weak | info
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _short(v, n: int = 200) -> str:
+    s = v if isinstance(v, str) else repr(v)
+    s = s.replace("\x00", "")
+    return s if len(s) <= n else s[:n] + "…"
+
+
+def _png_text(img: Image.Image) -> list[Evidence]:
+    out = []
+    info = getattr(img, "text", None) or {}
+    for key, value in info.items():
+        k = key.lower()
+        if k in PNG_GENERATOR_KEYS:
+            if k == "prompt" and not value.strip().startswith("{"):
+                continue  # a plain 'prompt' caption is not a ComfyUI graph
+            if k == "parameters" and not re.search(r"Steps:|Sampler:|CFG scale|Seed:", value):
+                continue
+            out.append(Evidence("png-text", key, _short(value), "ai", "strong", PNG_GENERATOR_KEYS[k]))
+        elif k in ("software", "source") and AI_SOFTWARE.search(value or ""):
+            out.append(Evidence("png-text", key, _short(value), "ai", "strong", "generator named in PNG text"))
+        elif k == "software" and (value or "").strip().lower() == "novelai":
+            out.append(Evidence("png-text", key, value, "ai", "strong", "NovelAI"))
+        elif k == "comment" and value.strip().startswith("{") and re.search(r'"(steps|sampler|n_samples|uc)"', value):
+            out.append(Evidence("png-text", key, _short(value), "ai", "strong", "NovelAI generation settings"))
+    return out
+
+
+def _exif(img: Image.Image) -> list[Evidence]:
+    out = []
+    try:
+        exif = img.getexif()
+    except Exception:
+        return out
+    fields = {EXIF_TAGS[t]: str(exif.get(t)).strip() for t in EXIF_TAGS if exif.get(t)}
+    sw = fields.get("Software", "")
+    for name in ("Software", "Artist", "ImageDescription"):
+        v = fields.get(name, "")
+        if v and AI_SOFTWARE.search(v):
+            out.append(Evidence("exif", name, _short(v), "ai", "moderate", "generator named in EXIF (self-declared)"))
+    if sw and EDITORS.search(sw):
+        out.append(Evidence("exif", "Software", _short(sw), "edited", "info",
+                            "edited with an image editor; says nothing about AI either way"))
+    if fields.get("Make") or fields.get("Model"):
+        out.append(Evidence("exif", "Make/Model", _short(f"{fields.get('Make', '')} {fields.get('Model', '')}".strip()),
+                            "camera", "weak", "camera named in EXIF; easily copied, so weak"))
+    return out
+
+
+def _xmp(img: Image.Image) -> list[Evidence]:
+    raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "ignore")
+    if not raw:
+        return []
+    text = raw.decode("utf-8", "ignore")
+    out = []
+    for m in re.finditer(r"digitalsourcetype[\"'=>\s]*(?:[^\"'<>]*/)?([A-Za-z]+)", text, re.IGNORECASE):
+        code = m.group(1)
+        if code in IPTC_AI_TYPES:
+            ind, strength, note = IPTC_AI_TYPES[code]
+            out.append(Evidence("xmp", "Iptc4xmpExt:DigitalSourceType", code, ind, strength, note))
+    for m in re.finditer(r"CreatorTool[\"'=>\s]*([^\"'<]+)", text):
+        tool = m.group(1).strip()
+        if AI_SOFTWARE.search(tool):
+            out.append(Evidence("xmp", "xmp:CreatorTool", _short(tool), "ai", "moderate", "generator named in XMP"))
+        elif EDITORS.search(tool):
+            out.append(Evidence("xmp", "xmp:CreatorTool", _short(tool), "edited", "info", "edited with an image editor"))
+    return out
+
+
+def _c2pa(data: bytes, fmt: str | None) -> list[Evidence]:
+    """C2PA content credentials via c2pa-python (optional dependency); absent manifest = no evidence."""
+    try:
+        import c2pa
+    except ImportError:
+        return []
+    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
+            "GIF": "image/gif", "AVIF": "image/avif", "HEIF": "image/heif"}.get(fmt or "")
+    if mime is None:
+        return []
+    try:
+        with c2pa.Reader(mime, io.BytesIO(data)) as reader:
+            store = json.loads(reader.json())
+    except Exception as e:
+        if "ManifestNotFound" in type(e).__name__ or "not found" in str(e).lower() or "JumbfNotFound" in str(e):
+            return []
+        return [Evidence("c2pa", "manifest", _short(str(e)), "provenance", "info", "C2PA data present but unreadable")]
+    active = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
+    generator = active.get("claim_generator") or ", ".join(
+        f"{g.get('name', '')} {g.get('version', '')}".strip() for g in active.get("claim_generator_info", []) or [])
+    statuses = store.get("validation_status") or []
+    state = store.get("validation_state") or ("Invalid" if any("mismatch" in str(s.get("code", "")) or
+                                                                 "invalid" in str(s.get("code", "")).lower()
+                                                                 for s in statuses) else "Valid")
+    valid = state in ("Valid", "Trusted")
+    out = [Evidence("c2pa", "claim_generator", _short(generator or "?"), "provenance", "info",
+                    f"C2PA manifest, validation: {state}" + (f" ({', '.join(s.get('code', '') for s in statuses)})"
+                                                             if statuses else ""))]
+    text = json.dumps(active)
+    for code, (ind, strength, note) in IPTC_AI_TYPES.items():
+        if f"digitalsourcetype/{code}\"" in text.lower().replace("\\", "") or f"/{code}\"" in text:
+            if ind == "ai":
+                out.append(Evidence("c2pa", "c2pa.actions digitalSourceType", code, ind,
+                                    strength if valid else "moderate",
+                                    note + ("" if valid else "; manifest does not validate")))
+            break
+    return out
+
+
+def inspect(source: str | Path | bytes, name: str | None = None) -> list[Evidence]:
+    """All metadata evidence in one image file; never raises for unreadable metadata."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception:
+        return []
+    evidence: list[Evidence] = []
+    for fn in (_png_text, _exif, _xmp):
+        try:
+            evidence += fn(img)
+        except Exception:
+            continue
+    evidence += _c2pa(data, img.format)
+    return evidence
+
+
+def combine_verdict(pixel_verdict: str | None, evidence: list[Evidence]) -> tuple[str | None, str]:
+    """The documented rule joining the pixel verdict and metadata evidence.
+
+    1. Strong AI evidence (a generator's own parameters chunk, an IPTC
+       trainedAlgorithmicMedia declaration, a valid C2PA AI assertion) -> "ai".
+    2. Moderate AI evidence (self-declared software names) against a pixel
+       verdict of "real" -> "uncertain"; otherwise the pixel verdict stands.
+    3. Camera, editor and provenance-only evidence never change the verdict; no
+       metadata at all is never evidence.
+    """
+    ai = [e for e in evidence if e.indicates == "ai"]
+    if any(e.strength == "strong" for e in ai):
+        return "ai", "metadata: " + "; ".join(e.note for e in ai if e.strength == "strong")
+    if ai and pixel_verdict == "real":
+        return "uncertain", "pixels say real but metadata names a generator: " + "; ".join(e.note for e in ai)
+    return pixel_verdict, "pixels" if pixel_verdict else "no verdict"
