@@ -39,14 +39,23 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, max_fpr: float | Non
     fpr, tpr, thr = roc_curve(labels, probs)
     thr = np.clip(thr, 0.0, 1.0)
     if max_fpr is not None:
-        ok = np.flatnonzero(fpr <= max_fpr)
-        i = ok[-1]
-        return {"threshold": float(np.nextafter(thr[i], 2.0)) if i == 0 else float(thr[i]), "rule": f"max_fpr={max_fpr}",
-                "val_fpr": float(fpr[i]), "val_tpr": float(tpr[i])}
-    fnr = 1 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return {"threshold": float(thr[i]), "rule": "equal_error_rate", "val_fpr": float(fpr[i]), "val_tpr": float(tpr[i]),
-            "val_eer": float((fpr[i] + fnr[i]) / 2)}
+        i = int(np.flatnonzero(fpr <= max_fpr)[-1])
+        rule = {"rule": f"max_fpr={max_fpr}"}
+    else:
+        i = int(np.argmin(np.abs((1 - tpr) - fpr)))
+        rule = {"rule": "equal_error_rate", "val_eer": float((fpr[i] + 1 - tpr[i]) / 2)}
+    return {"threshold": _between(thr, i), **rule, "val_fpr": float(fpr[i]), "val_tpr": float(tpr[i])}
+
+
+def _between(thr: np.ndarray, i: int) -> float:
+    """Every threshold in (thr[i+1], thr[i]] classifies validation alike; take the middle (in logit space),
+    not the edge, so a cleanly separated validation set does not yield a threshold of 0.99999."""
+    hi = thr[i] if i > 0 else 1.0
+    lo = thr[i + 1] if i + 1 < len(thr) else 0.0
+    eps = 1e-6
+    logit = lambda p: np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
+    mid = (logit(hi) + logit(lo)) / 2
+    return float(1 / (1 + np.exp(-mid)))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -63,3 +72,31 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
     return float(ece)
+
+
+def calibrate_detector(detector, sources, out, max_fpr: float | None = None, uncertain_band: float | None = None) -> dict:
+    """Refit temperature + threshold of a loaded Detector on labelled sets; save a copy of the model to `out`."""
+    import shutil
+    from pathlib import Path
+
+    from .checkpoint import save_model
+    from .data import load_imageset
+    from .inference import score_logits
+
+    sets = [load_imageset(s, detector.spec) for s in sources]
+    images = np.concatenate([s.images for s in sets])
+    labels = np.concatenate([s.labels for s in sets])
+    logits = score_logits(detector.model, images, 512, detector.device)
+    t = fit_temperature(logits, labels)
+    thr = choose_threshold(probabilities(logits, t), labels, max_fpr)
+    config = dict(detector.config)
+    config.update({"temperature": t, "threshold": thr["threshold"], "threshold_rule": thr,
+                   "uncertain_band": detector.uncertain_band if uncertain_band is None else uncertain_band,
+                   "calibrated_on": [str(s) for s in sources]})
+    out = Path(out)
+    save_model(detector.model, out, config)
+    if detector.directory is not None:
+        for extra in ("train_digests.safetensors",):
+            if (Path(detector.directory) / extra).exists():
+                shutil.copy(Path(detector.directory) / extra, out / extra)
+    return config

@@ -89,6 +89,7 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile"),
     max_fpr: Optional[float] = typer.Option(None, help="choose the threshold for this false-positive rate"),
+    uncertain_band: Optional[float] = typer.Option(None, help="half-width of the 'uncertain' band around the threshold"),
     limit_train: Optional[int] = typer.Option(None, help="train on a stratified subset of this size"),
     max_steps_per_epoch: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last"),
@@ -108,7 +109,7 @@ def train(
     flags = dict(model=model, weights=weights, input_size=input_size, image_size=image_size,
                  resize_policy=resize_policy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  optimizer=optimizer, schedule=schedule, patience=patience, val_fraction=val_fraction, seed=seed,
-                 device=device, compile=compile, max_fpr=max_fpr, limit_train=limit_train,
+                 device=device, compile=compile, max_fpr=max_fpr, uncertain_band=uncertain_band, limit_train=limit_train,
                  max_steps_per_epoch=max_steps_per_epoch)
     opts.update({k: v for k, v in flags.items() if v is not None})
     aug = dict(opts.pop("augment", {}))
@@ -240,7 +241,7 @@ def predict(
             raise typer.Exit(0)
         _fail("no input files")
     det = _load_detector(model, device)
-    fields = ["source", "prob_ai", "verdict", "model", "error"]
+    fields = ["source", "prob_ai", "verdict", "model", "error", "pixel_verdict", "reason", "evidence", "warnings"]
     sink = writer = None
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,36 +269,131 @@ def predict(
                       file=sys.stderr):
             d = p.to_dict()
             failed += not p.ok
+            flat = {**d, "evidence": json.dumps(d["evidence"]), "warnings": json.dumps(d["warnings"])}
             if sink:
                 if writer:
-                    writer.writerow(d)
+                    writer.writerow(flat)
                 else:
                     sink.write(json.dumps(d) + "\n")
                 sink.flush()
             if as_json:
                 print(json.dumps(d), flush=True)
             elif stdout_csv:
-                stdout_csv.writerow(d)
+                stdout_csv.writerow(flat)
             else:
                 rows.append(p)
     finally:
         if sink:
             sink.close()
     if rows:
-        t = Table(title=f"model {det.model_id}")
-        t.add_column("file"); t.add_column("P(AI)", justify="right"); t.add_column("verdict")
+        t = Table(title=f"model {det.model_id} — threshold {det.threshold:.3f}, uncertain within ±{det.uncertain_band:.2f}")
+        t.add_column("file"); t.add_column("P(AI)", justify="right"); t.add_column("verdict"); t.add_column("notes")
         for p in rows[:1000]:
             if p.ok:
                 colour = {"ai": "red", "real": "green"}.get(p.verdict, "yellow")
-                t.add_row(p.source, f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]")
+                notes = [f"{e['strength']} {e['indicates']} evidence: {e['note']} ({e['field']})" for e in p.evidence]
+                notes += [f"[yellow]{w}[/]" for w in p.warnings]
+                if p.verdict != p.pixel_verdict:
+                    notes.insert(0, f"pixels alone: {p.pixel_verdict}")
+                t.add_row(p.source, f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]", "\n".join(notes))
             else:
-                t.add_row(p.source, "-", f"[bold red]error[/]: {p.error}")
+                t.add_row(p.source, "-", "[bold red]error[/]", p.error)
         console.print(t)
         if len(rows) > 1000:
             console.print(f"... {len(rows) - 1000} more rows (use --out or --json for all)")
     if failed:
         err.print(f"[yellow]{failed} of {len(files) + len(missing)} file(s) could not be scored[/]")
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def inspect(paths: List[str] = typer.Argument(..., help="image files, folders or globs"),
+            as_json: bool = typer.Option(False, "--json")):
+    """Metadata and provenance evidence (C2PA, EXIF/XMP, generator text chunks), reported apart from pixels."""
+    import json
+
+    from .metadata import inspect as inspect_file
+
+    files, missing = _expand(paths)
+    for m in missing:
+        err.print(f"[red]{m}: no such file or folder[/]")
+    for f in files:
+        try:
+            ev = [e.to_dict() for e in inspect_file(f)]
+        except OSError as e:
+            err.print(f"[red]{f}: cannot read ({e})[/]")
+            continue
+        if as_json:
+            print(json.dumps({"source": f, "evidence": ev}))
+            continue
+        t = Table(title=f, title_justify="left")
+        for c in ("source", "field", "value", "indicates", "strength", "note"):
+            t.add_column(c)
+        for e in ev:
+            t.add_row(e["source"], e["field"], e["value"], e["indicates"], e["strength"], e["note"])
+        console.print(t if ev else f"{f}: no metadata evidence (absence is not evidence either way)")
+    raise typer.Exit(1 if missing else 0)
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Argument(..., help="model directory or bundled name"),
+    data: List[Path] = typer.Argument(..., help="labelled data from the new domain"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the recalibrated model directory"),
+    max_fpr: Optional[float] = typer.Option(None, help="threshold for this false-positive rate instead of EER"),
+    uncertain_band: Optional[float] = typer.Option(None, help="half-width of the 'uncertain' band around the threshold"),
+):
+    """Refit temperature and threshold on labelled data from a new domain; writes a new model directory."""
+    from .calibration import calibrate_detector
+
+    _setup_logging(False)
+    det = _load_detector(model)
+    try:
+        cfg = calibrate_detector(det, data, out, max_fpr=max_fpr, uncertain_band=uncertain_band)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"[green]wrote[/] {out}: temperature {cfg['temperature']:.4f}, threshold {cfg['threshold']:.4f} "
+                  f"({cfg['threshold_rule']['rule']}), uncertain band ±{cfg['uncertain_band']:.3f}")
+
+
+@app.command()
+def audit(
+    data: List[Path] = typer.Argument(..., help="labelled folders or archives (e.g. both CIFAKE archives)"),
+    out: Path = typer.Option(Path("runs/audit"), "--out", "-o"),
+    flag_at: float = typer.Option(0.75, help="flag a feature whose single-feature AUROC reaches this"),
+):
+    """Exact and near duplicates across splits, and shortcut features that alone separate the classes."""
+    from .audit import audit as run_audit
+
+    _setup_logging(False)
+    try:
+        rep = run_audit(data, out, flag_at=flag_at)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"[bold]{rep['n_files']} files[/] — per split: {rep['per_split']}")
+    if rep["unreadable"]:
+        console.print(f"[red]unreadable files: {len(rep['unreadable'])}[/] e.g. {rep['unreadable'][:3]}")
+    d = rep["exact_duplicates"]
+    t = Table(title="Duplicates")
+    t.add_column("kind"); t.add_column("where"); t.add_column("count", justify="right")
+    t.add_row("exact (same bytes)", "groups in total", str(d["groups"]))
+    for k, v in d["extra_copies_within_split"].items():
+        t.add_row("exact", f"extra copies within {k}", str(v))
+    for k, v in d["groups_across_splits"].items():
+        t.add_row("exact", f"groups across {k}", str(v))
+    t.add_row("exact", "groups with conflicting labels", str(d["groups_with_conflicting_labels"]))
+    for k, v in rep["near_duplicates_across_splits"]["groups"].items():
+        t.add_row("near (same pHash)", f"groups across {k}", str(v))
+    console.print(t)
+    t = Table(title="Shortcut features (could a detector cheat on one of these alone?)")
+    for c in ("feature", "real", "ai", "single-feature AUROC", "flag"):
+        t.add_column(c)
+    for f, v in rep["shortcut_features"].items():
+        auc = v["single_feature_auroc"]
+        t.add_row(f, str(v["per_class"]["real"]), str(v["per_class"]["ai"]), "-" if auc is None else f"{auc:.3f}",
+                  "[red]FLAG[/]" if v["flagged"] else "ok")
+    console.print(t)
+    console.print(f"wrote {out / 'audit.json'} and {out / 'audit_features.png'}")
 
 
 def main():

@@ -140,8 +140,8 @@ def _c2pa(data: bytes, fmt: str | None) -> list[Evidence]:
         with c2pa.Reader(mime, io.BytesIO(data)) as reader:
             store = json.loads(reader.json())
     except Exception as e:
-        if "ManifestNotFound" in type(e).__name__ or "not found" in str(e).lower() or "JumbfNotFound" in str(e):
-            return []
+        if any(k in f"{type(e).__name__} {e}" for k in ("ManifestNotFound", "NotSupported", "JumbfNotFound")):
+            return []  # no manifest (the usual case) or a format C2PA does not cover: no evidence
         return [Evidence("c2pa", "manifest", _short(str(e)), "provenance", "info", "C2PA data present but unreadable")]
     active = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
     generator = active.get("claim_generator") or ", ".join(

@@ -61,6 +61,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for smoke tests
     limit_train: int | None = None      # use a stratified subset of this many training images
     max_fpr: float | None = None        # threshold for a target false-positive rate instead of EER
+    uncertain_band: float = 0.1         # |P(AI) - threshold| below this -> verdict "uncertain"
     exclude_duplicates: bool = True
     workers: int | None = None
 
@@ -324,11 +325,11 @@ def finalize(out: Path, splits: Splits, cfg: TrainConfig, train_time: float, sto
     val_probs = probabilities(val_logits, temperature)
     thr = choose_threshold(val_probs, splits.val.labels, cfg.max_fpr)
     config.update({"temperature": temperature, "threshold": thr["threshold"], "threshold_rule": thr,
-                   "uncertain_band": 0.0, "train_time_s": round(train_time, 1), "stopped_early": stopped_early,
-                   "val_metrics": _short(compute_metrics(splits.val.labels, val_probs, thr["threshold"]))})
+                   "uncertain_band": cfg.uncertain_band, "train_time_s": round(train_time, 1), "stopped_early": stopped_early,
+                   "val_metrics": _short(compute_metrics(splits.val.labels, val_probs, thr["threshold"], cfg.uncertain_band))})
     if splits.test is not None and len(splits.test):
         test_probs = probabilities(score_logits(model, splits.test.images, 1024, device, cfg.amp), temperature)
-        m = compute_metrics(splits.test.labels, test_probs, thr["threshold"])
+        m = compute_metrics(splits.test.labels, test_probs, thr["threshold"], cfg.uncertain_band)
         m05 = compute_metrics(splits.test.labels, test_probs, 0.5)
         config["test_metrics"] = {**_short(m), "accuracy_at_0.5": m05["accuracy"]}
     save_model(model, model_dir, config)
@@ -339,5 +340,5 @@ def finalize(out: Path, splits: Splits, cfg: TrainConfig, train_time: float, sto
 
 def _short(m: dict) -> dict:
     keep = ("n", "n_real", "n_ai", "threshold", "accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc",
-            "average_precision", "log_loss", "ece", "confusion_matrix")
+            "average_precision", "log_loss", "ece", "confusion_matrix", "uncertain_band", "coverage", "confident_accuracy")
     return {k: m[k] for k in keep if k in m}
