@@ -85,3 +85,7 @@ def test_combined_verdict_rule():
     # camera EXIF is easily copied: never flips an AI verdict
     assert combine_verdict("ai", [_ev("camera", "weak")])[0] == "ai"
     assert combine_verdict("real", [_ev("edited", "info")])[0] == "real"
+    # out of the training domain: the pixel score no longer decides, strong metadata still does
+    assert combine_verdict("real", [], out_of_domain=True)[0] == "uncertain"
+    assert combine_verdict("ai", [], out_of_domain=True)[0] == "uncertain"
+    assert combine_verdict("real", [_ev("ai", "strong")], out_of_domain=True)[0] == "ai"

@@ -29,6 +29,7 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         "test_metrics": config.get("test_metrics"),
         "command": command or config.get("command"),
         "git_commit": config.get("git_commit"),
+        "hardware": config.get("hardware"),
         "synthcheck_version": config.get("synthcheck_version"),
         "notes": notes or config.get("notes"),
     }
@@ -50,7 +51,8 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         f"- Calibration: temperature {config.get('temperature', 1.0):.4f}; threshold {config.get('threshold', 0.5):.4f} "
         f"({(config.get('threshold_rule') or {}).get('rule', 'default')}) on the validation split",
         f"- Command: `{command or config.get('command') or 'see config.json'}`",
-        f"- Commit: {config.get('git_commit')}, synthcheck {config.get('synthcheck_version')}",
+        f"- Commit: {config.get('git_commit')}, synthcheck {config.get('synthcheck_version')}; "
+        f"trained on: {config.get('hardware', 'not recorded')}",
         "",
         "## Figures",
         "",

@@ -93,6 +93,7 @@ def train(
     limit_train: Optional[int] = typer.Option(None, help="train on a stratified subset of this size"),
     max_steps_per_epoch: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last"),
+    notes: Optional[str] = typer.Option(None, help="free text for the model card's Notes section"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Train a detector; writes OUT/model (safetensors + config + model card), history.csv and curves.png."""
@@ -121,6 +122,8 @@ def train(
         _fail(str(e))
     cmd = _command_line(ctx)
     result["command"] = cmd
+    if notes:
+        result["notes"] = notes
     from .checkpoint import save_model, load_model
 
     m, _ = load_model(out / "model")
@@ -196,6 +199,17 @@ def _expand(paths: List[str]) -> tuple[list[str], list[str]]:
             else:
                 missing.append(p)
     return files, missing
+
+
+def _display(source: str) -> str:
+    """A path as short as it can be shown: relative to the working directory when it lies below it."""
+    import os
+
+    try:
+        rel = os.path.relpath(source)
+    except ValueError:
+        return source
+    return source if rel.startswith("..") else rel
 
 
 @app.command()
@@ -287,7 +301,7 @@ def predict(
             sink.close()
     if rows:
         t = Table(title=f"model {det.model_id} — threshold {det.threshold:.3f}, uncertain within ±{det.uncertain_band:.2f}")
-        t.add_column("file"); t.add_column("P(AI)", justify="right"); t.add_column("verdict"); t.add_column("notes")
+        t.add_column("file", overflow="fold"); t.add_column("P(AI)", justify="right"); t.add_column("verdict"); t.add_column("notes")
         for p in rows[:1000]:
             if p.ok:
                 colour = {"ai": "red", "real": "green"}.get(p.verdict, "yellow")
@@ -295,9 +309,9 @@ def predict(
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
                 if p.verdict != p.pixel_verdict:
                     notes.insert(0, f"pixels alone: {p.pixel_verdict}")
-                t.add_row(p.source, f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]", "\n".join(notes))
+                t.add_row(_display(p.source), f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]", "\n".join(notes))
             else:
-                t.add_row(p.source, "-", "[bold red]error[/]", p.error)
+                t.add_row(_display(p.source), "-", "[bold red]error[/]", p.error)
         console.print(t)
         if len(rows) > 1000:
             console.print(f"... {len(rows) - 1000} more rows (use --out or --json for all)")

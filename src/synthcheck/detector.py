@@ -167,9 +167,10 @@ class Detector:
                 continue
             p = float(pmap[i])
             pixel = self.verdict(p)
-            verdict, reason = combine_verdict(pixel, d["evidence"])
+            warnings = self.domain_warnings(*d["size"])
+            verdict, reason = combine_verdict(pixel, d["evidence"], out_of_domain=bool(warnings))
             yield Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
-                             [e.to_dict() for e in d["evidence"]], self.domain_warnings(*d["size"]))
+                             [e.to_dict() for e in d["evidence"]], warnings)
 
     def _decode_safe(self, item) -> dict:
         """One input -> pixels, decoded size and metadata evidence, or the reason it failed (never raises)."""

@@ -182,19 +182,24 @@ def inspect(source: str | Path | bytes, name: str | None = None) -> list[Evidenc
     return evidence
 
 
-def combine_verdict(pixel_verdict: str | None, evidence: list[Evidence]) -> tuple[str | None, str]:
-    """The documented rule joining the pixel verdict and metadata evidence.
+def combine_verdict(pixel_verdict: str | None, evidence: list[Evidence],
+                    out_of_domain: bool = False) -> tuple[str | None, str]:
+    """The documented rule joining the pixel verdict, metadata evidence and the domain check.
 
     1. Strong AI evidence (a generator's own parameters chunk, an IPTC
        trainedAlgorithmicMedia declaration, a valid C2PA AI assertion) -> "ai".
-    2. Moderate AI evidence (self-declared software names) against a pixel
+    2. An input far outside the model's training domain -> "uncertain": the
+       pixel score is shown but not trusted to decide.
+    3. Moderate AI evidence (self-declared software names) against a pixel
        verdict of "real" -> "uncertain"; otherwise the pixel verdict stands.
-    3. Camera, editor and provenance-only evidence never change the verdict; no
+    4. Camera, editor and provenance-only evidence never change the verdict; no
        metadata at all is never evidence.
     """
     ai = [e for e in evidence if e.indicates == "ai"]
     if any(e.strength == "strong" for e in ai):
         return "ai", "metadata: " + "; ".join(e.note for e in ai if e.strength == "strong")
+    if out_of_domain and pixel_verdict in ("ai", "real"):
+        return "uncertain", f"pixels say {pixel_verdict}, but the input is outside the model's training domain"
     if ai and pixel_verdict == "real":
         return "uncertain", "pixels say real but metadata names a generator: " + "; ".join(e.note for e in ai)
     return pixel_verdict, "pixels" if pixel_verdict else "no verdict"

@@ -95,6 +95,15 @@ def git_commit() -> str | None:
         return None
 
 
+def hardware(device: torch.device) -> str:
+    """What trained the model, for the model card (timings mean little without it)."""
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def _make_optimizer(model, cfg: TrainConfig):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -234,6 +243,7 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
         "parameters": count_parameters(model),
         "git_commit": git_commit(),
         "synthcheck_version": __version__,
+        "hardware": hardware(device),
     }
     gen = torch.Generator().manual_seed(cfg.seed)
     stopped_early = False

@@ -1,0 +1,58 @@
+"""The bundled default model: it ships inside the package, loads with no download, and its card tells the truth."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from synthcheck import Detector
+from synthcheck.detector import BUNDLED_DIR, bundled_models
+
+from conftest import SHARED
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples"
+CIFAKE_TEST = SHARED / "data" / "cifake" / "cifake_test_jpg.tar.gz"
+
+
+def test_default_model_is_bundled_small_and_complete():
+    assert "default" in bundled_models()
+    d = BUNDLED_DIR / "default"
+    size = sum(f.stat().st_size for f in d.iterdir())
+    assert size <= 10 * 1024 * 1024, size
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["arch"]["name"] == "fastnet" and cfg["preprocess"]["image_size"] == 32
+    assert cfg["temperature"] > 0 and 0 < cfg["threshold"] < 1
+    assert cfg["data"]["counts"]["real"] > 40_000  # trained on the full CIFAKE train split, not a toy
+    card = (d / "MODEL_CARD.md").read_text()
+    assert "synthcheck train" in card and "cifake_train_jpg.tar.gz" in card
+    assert json.loads((d / "model_card.json").read_text())["test_metrics"]["n"] > 19_000
+
+
+def test_default_model_scores_the_shipped_samples():
+    det = Detector.load()  # no name: the bundled default
+    assert det.model_id == "default:fastnet"
+    files = sorted(p for p in SAMPLES.iterdir() if p.suffix == ".jpg")
+    preds = {Path(p.source).name: p for p in det.predict(files)}
+    assert all(p.ok for p in preds.values())
+    cifake = {k: p for k, p in preds.items() if "_cifake_" in k}
+    right = sum(p.verdict == ("ai" if k.startswith("ai_") else "real") for k, p in cifake.items())
+    assert len(cifake) == 8 and right >= 7, {k: (p.prob_ai, p.verdict) for k, p in cifake.items()}
+    # a 512-px photo is far from the 32-px training data: the verdict must say so
+    big = preds["ai_diffusiondb_diffusion_000225.jpg"]
+    assert any("out of domain" in w for w in big.warnings)
+    assert big.verdict == "uncertain" and "domain" in big.reason
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not CIFAKE_TEST.exists(), reason="../shared/data/cifake absent")
+def test_default_model_reproduces_its_card_on_cifake_test(tmp_path):
+    """Re-scoring the official test split must give exactly the accuracy the model card reports."""
+    from synthcheck.evaluate import evaluate_sets
+
+    det = Detector.load()
+    res = evaluate_sets(det, [CIFAKE_TEST], None, progress=False, plots=False)
+    (m,) = res["sets"].values()
+    card = det.config["test_metrics"]
+    assert m["n"] == card["n"]
+    assert m["accuracy"] == pytest.approx(card["accuracy"], abs=1e-4)
+    assert m["roc_auc"] == pytest.approx(card["roc_auc"], abs=1e-4)
