@@ -46,6 +46,9 @@ def test_evaluate_cli_outputs(trained, tiny_dataset, tmp_path):
     ev = json.loads((tmp_path / "evaluation.json").read_text())
     (m,) = ev["sets"].values()
     assert m["n"] == 160 and m["accuracy"] >= 0.9
+    # the uncertain band (0.02 here) is reported: share of confident verdicts and their accuracy
+    assert 0 < m["coverage"] <= 1 and 0 <= m["confident_accuracy"] <= 1
+    assert ev["summary"]["mean"]["coverage"] == m["coverage"] and "coverage:" in r.output
     for png in ("confusion_matrix.png", "roc.png", "precision_recall.png", "reliability.png"):
         assert (tmp_path / next(iter(ev["sets"])) / png).exists()
 

@@ -65,7 +65,8 @@ def _single_feature_auroc(values, labels) -> float | None:
         share = defaultdict(list)
         for k, y in zip(keys, labels):
             share[k].append(y)
-        score = np.array([np.mean(share[k]) for k in keys])
+        mean = {k: float(np.mean(v)) for k, v in share.items()}  # once per category, not once per file
+        score = np.array([mean[k] for k in keys])
     else:
         score = np.asarray(vals, dtype=np.float64)
     if np.all(score == score[0]):

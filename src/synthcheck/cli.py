@@ -161,16 +161,21 @@ def evaluate(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     t = Table(title=f"{det.model_id} (threshold {det.threshold:.3f}, T={det.temperature:.3f})")
-    for c in ("set", "n", "excluded", "accuracy", "precision", "recall", "F1", "ROC-AUC", "AP", "ECE"):
+    for c in ("set", "n", "excluded", "accuracy", "precision", "recall", "F1", "ROC-AUC", "AP", "ECE", "coverage",
+              "conf. acc."):
         t.add_column(c, justify="right" if c != "set" else "left")
     f = lambda v: "-" if v is None else f"{v:.4f}"
     for k, m in res["sets"].items():
         t.add_row(k, str(m["n"]), str(m["excluded_train_identical"]), f(m["accuracy"]), f(m["precision"]),
-                  f(m["recall"]), f(m["f1"]), f(m["roc_auc"]), f(m["average_precision"]), f(m["ece"]))
+                  f(m["recall"]), f(m["f1"]), f(m["roc_auc"]), f(m["average_precision"]), f(m["ece"]),
+                  f(m.get("coverage")), f(m.get("confident_accuracy")))
     if len(res["sets"]) > 1:
         mm = res["summary"]["mean"]
         t.add_row("mean", "", "", f(mm["accuracy"]), "", "", f(mm["f1"]), f(mm["roc_auc"]),
-                  f(mm["average_precision"]), f(mm["ece"]))
+                  f(mm["average_precision"]), f(mm["ece"]), f(mm.get("coverage")), f(mm.get("confident_accuracy")))
+    if det.uncertain_band > 0:
+        console.print(f"coverage: share of images outside the uncertain band ±{det.uncertain_band:.2f} around the "
+                      f"threshold; conf. acc.: accuracy on that confident part")
     console.print(t)
     for k, m in res["sets"].items():
         if not quiet:

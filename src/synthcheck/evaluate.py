@@ -63,7 +63,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
 
 
 def summarize(results: dict) -> dict:
-    keys = ("accuracy", "roc_auc", "average_precision", "f1", "ece")
+    keys = ("accuracy", "roc_auc", "average_precision", "f1", "ece", "coverage", "confident_accuracy")
     mean = {}
     for k in keys:
         vals = [r[k] for r in results.values() if r.get(k) is not None]
