@@ -15,10 +15,11 @@ from .calibration import probabilities
 from .checkpoint import load_model, spec_of
 from .inference import pick_device, score_logits
 from .metadata import combine_verdict, inspect
-from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image
+from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, load_image
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "default"
+SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
 def bundled_models() -> dict[str, Path]:
@@ -161,16 +162,68 @@ class Detector:
         probs = self.probabilities_from_arrays(np.stack([decoded[i]["pixels"] for i in good])) if good else []
         pmap = dict(zip(good, probs))
         for i, (src, name) in enumerate(batch):
-            d = decoded[i]
             if i not in pmap:
-                yield Prediction(name, model=self.model_id, error=d["error"])
-                continue
-            p = float(pmap[i])
-            pixel = self.verdict(p)
-            warnings = self.domain_warnings(*d["size"])
-            verdict, reason = combine_verdict(pixel, d["evidence"], out_of_domain=bool(warnings))
-            yield Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
-                             [e.to_dict() for e in d["evidence"]], warnings)
+                yield Prediction(name, model=self.model_id, error=decoded[i]["error"])
+            else:
+                yield self._prediction(name, decoded[i], float(pmap[i]))
+
+    def _prediction(self, name: str, decoded: dict, p: float) -> Prediction:
+        """Score + metadata + domain check -> the verdict (the one place verdicts are made)."""
+        pixel = self.verdict(p)
+        warnings = self.domain_warnings(*decoded["size"])
+        verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=bool(warnings))
+        return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
+                          [e.to_dict() for e in decoded["evidence"]], warnings)
+
+    # --- explanations ---------------------------------------------------------------------------
+
+    def reference_spectra(self) -> dict | None:
+        """Mean real/AI residual spectra of the training data, if the model directory has them."""
+        path = self.directory / SPECTRA if self.directory is not None else None
+        if path is None or not path.exists():
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+
+    def explain(self, source: ImageSource, methods: Sequence[str] = ("gradcam",), name: str | None = None,
+                n_samples: int | None = None, n_segments: int | None = None, progress: bool = False) -> list:
+        """Explain one image's verdict with each method in `methods` (see `explain.METHODS`).
+
+        Raises ImageError (naming the input and the problem) when the input cannot be scored.
+        """
+        from . import explain as ex
+
+        unknown = set(methods) - set(ex.METHODS)
+        if unknown:
+            raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from {', '.join(ex.METHODS)}")
+        name = name or _source_name(source, 0)
+        d = self._decode_safe((source, name))
+        if "error" in d:
+            raise ImageError(name, d["error"])
+        pred = self._prediction(name, d, float(self.probabilities_from_arrays(d["pixels"][None])[0]))
+        seen = d["pixels"].transpose(1, 2, 0)
+        size = seen.shape[0]
+        out = []
+        for m in methods:
+            details: dict = {}
+            image = seen
+            if m == "gradcam":
+                towards_ai = pred.prob_ai >= self.threshold
+                attr, sec = ex.timed(ex.gradcam, self.model, seen, towards_ai)
+                details.update(layer=self.model.target_layer, towards_ai=towards_ai)
+            elif m in ("lime", "shap"):
+                (attr, details), sec = ex.timed(ex._perturbation, m, self.model, seen,
+                                                n_samples or ex.default_samples(m, size),
+                                                n_segments or ex.default_segments(size), progress)
+            else:  # spectrum: native pixels, never resampled
+                image = decode_image(d["data"], name, max_pixels=self.max_pixels)
+                attr, sec = ex.timed(ex.spectrum, image)
+                s = attr.shape[0]
+                top, left = (image.shape[0] - s) // 2, (image.shape[1] - s) // 2
+                image = image[top:top + s, left:left + s]
+            out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
+        return out
 
     def _decode_safe(self, item) -> dict:
         """One input -> pixels, decoded size and metadata evidence, or the reason it failed (never raises)."""
@@ -184,7 +237,7 @@ class Detector:
                                      else f"cannot read file ({e.strerror or e})") from None
             pixels, size = load_image(src, self.spec, name=name, max_pixels=self.max_pixels, return_size=True)
             evidence = inspect(src) if self.metadata and isinstance(src, (bytes, bytearray, memoryview)) else []
-            return {"pixels": pixels, "size": size, "evidence": evidence}
+            return {"pixels": pixels, "size": size, "evidence": evidence, "data": src}
         except ImageError as e:
             return {"error": e.problem}
         except Exception as e:  # anything else is still a per-file failure, not a crash

@@ -1,0 +1,197 @@
+"""Why a verdict: Grad-CAM, LIME, SHAP (all through captum) and the frequency spectrum.
+
+Every method explains the model's one logit (positive = pushes towards "AI") on
+exactly the pixels the model saw: the uint8 tensor from `preprocess.load_image`,
+so what is explained is what was scored. Attribution maps come back at the
+model's input size; `render` upsamples small inputs with nearest-neighbour so
+pixels stay visible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHODS = ("gradcam", "lime", "shap", "spectrum")
+
+
+@dataclass
+class Explanation:
+    method: str
+    source: str
+    prob_ai: float
+    verdict: str
+    image: np.ndarray              # HxWx3 uint8: the pixels the model saw (spectrum: the native-resolution crop)
+    attribution: np.ndarray        # HxW float: heatmap (spectrum: log power of the noise residual, fftshifted)
+    seconds: float
+    details: dict = field(default_factory=dict)
+
+
+# --- superpixels for the perturbation methods ------------------------------------------------------
+
+def default_segments(size: int) -> int:
+    """Superpixel count: ~1 segment per 4x4 pixels at 32 px (64), capped at 100 for full-size inputs."""
+    return int(min(100, max(16, (size // 4) ** 2)))
+
+
+def superpixels(image: np.ndarray, n_segments: int) -> np.ndarray:
+    """SLIC superpixels (scikit-image) as an HxW int64 mask numbered 0..K-1."""
+    from skimage.segmentation import slic
+
+    seg = slic(image, n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1)
+    _, seg = np.unique(seg, return_inverse=True)
+    seg = seg.reshape(image.shape[:2]).astype(np.int64)
+    if seg.max() + 1 < max(4, n_segments // 4):
+        # SLIC merges everything on noise-like images; a regular grid still localises the evidence
+        h, w = image.shape[:2]
+        side = max(1, int(round(np.sqrt(n_segments))))
+        rows = np.minimum(np.arange(h) * side // h, side - 1)
+        cols = np.minimum(np.arange(w) * side // w, side - 1)
+        seg = (rows[:, None] * side + cols[None, :]).astype(np.int64)
+    return seg
+
+
+def default_samples(method: str, size: int) -> int:
+    """Perturbation samples: enough for stable rankings of 16-100 segments, measured in BENCHMARKS.md."""
+    return 300 if size <= 64 else 600
+
+
+# --- methods -----------------------------------------------------------------------------------
+
+def _pixels(image_u8: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(image_u8).permute(2, 0, 1).unsqueeze(0).float().div(255.0).to(device)
+
+
+def gradcam(model, image_u8: np.ndarray, towards_ai: bool = True) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al., 2017) on the model's last convolutional stage, upsampled to the input.
+
+    A one-logit model has two classes: the map is computed for the logit
+    (evidence for AI) or its negation (evidence for real), so an image called
+    real shows what made it look real rather than an empty map.
+    """
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    device = next(model.parameters()).device
+    x = _pixels(image_u8, device).requires_grad_(True)
+    sign = 1.0 if towards_ai else -1.0
+    with torch.enable_grad():
+        cam = LayerGradCam(lambda inp: sign * model(inp), model.get_target_layer()).attribute(x, relu_attributions=True)
+    cam = LayerAttribution.interpolate(cam, tuple(image_u8.shape[:2]), interpolate_mode="bilinear")
+    return cam[0, 0].detach().cpu().numpy()
+
+
+def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_segments: int, progress: bool):
+    from captum.attr import KernelShap, Lime
+
+    device = next(model.parameters()).device
+    x = _pixels(image_u8, device)
+    mask = superpixels(image_u8, n_segments)
+    baseline = x.mean(dim=(2, 3), keepdim=True).expand_as(x)  # "removed" segments take the image's mean colour
+    explainer = (Lime if method == "lime" else KernelShap)(model)
+    with torch.no_grad():
+        attr = explainer.attribute(x, baselines=baseline, feature_mask=torch.from_numpy(mask).to(device)[None, None]
+                                   .expand(1, 3, *mask.shape), n_samples=n_samples, perturbations_per_eval=64,
+                                   show_progress=progress)
+    return attr[0, 0].detach().cpu().numpy(), {"segments": int(mask.max() + 1), "samples": n_samples}
+
+
+def spectrum(image_u8: np.ndarray, max_size: int = 512) -> np.ndarray:
+    """Log power spectrum of the noise residual (image minus its 3x3 median), centre-cropped at native resolution.
+
+    The residual removes image content so periodic upsampling artifacts of
+    generators stand out as peaks away from the centre.
+    """
+    from scipy.ndimage import median_filter
+
+    h, w = image_u8.shape[:2]
+    s = min(h, w, max_size)
+    top, left = (h - s) // 2, (w - s) // 2
+    gray = image_u8[top:top + s, left:left + s].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    residual = gray - median_filter(gray, size=3, mode="reflect")
+    f = np.fft.fftshift(np.fft.fft2(residual - residual.mean()))
+    return np.log1p(np.abs(f) ** 2 / residual.size)
+
+
+def class_spectra(images: np.ndarray, labels: np.ndarray, progress: bool = True) -> dict:
+    """Mean residual spectrum of real and of AI images (uint8 [N,3,S,S]) and their difference."""
+    from tqdm.auto import tqdm
+
+    sums = {0: None, 1: None}
+    counts = {0: 0, 1: 0}
+    for img, y in tqdm(zip(images, labels), total=len(labels), desc="spectra", unit="img", disable=not progress):
+        sp = spectrum(img.transpose(1, 2, 0))
+        y = int(y)
+        sums[y] = sp if sums[y] is None else sums[y] + sp
+        counts[y] += 1
+    if not counts[0] or not counts[1]:
+        raise ValueError("class spectra need both real and AI images")
+    real, ai = sums[0] / counts[0], sums[1] / counts[1]
+    return {"real": real, "ai": ai, "difference": ai - real, "n_real": counts[0], "n_ai": counts[1]}
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def _upscale_factor(size: int) -> int:
+    return max(1, 256 // size) if size < 256 else 1
+
+
+def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path:
+    """One PNG: original | heatmap | overlay (spectrum: image | its spectrum | class references), score in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = expl.image
+    k = _upscale_factor(img.shape[0])
+    big = np.kron(img, np.ones((k, k, 1), dtype=np.uint8)) if k > 1 else img  # nearest-neighbour
+    title = f"{Path(expl.source).name}: P(AI) = {expl.prob_ai:.3f} → {expl.verdict}  [{expl.method}]"
+    if expl.method == "spectrum":
+        panels = [("image (native crop)", big, None), ("residual log-power spectrum", expl.attribution, "magma")]
+        if reference is not None:
+            panels += [("mean real", reference["real"], "magma"), ("mean AI", reference["ai"], "magma"),
+                       ("AI − real", reference["difference"], "coolwarm")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+        for ax, (name, data, cmap) in zip(np.atleast_1d(axes), panels):
+            extent = None if cmap is None else (-0.5, 0.5, -0.5, 0.5)  # cycles/pixel: any image size compares
+            if cmap == "coolwarm":
+                lim = float(np.abs(data).max()) or 1.0
+                ax.imshow(data, cmap=cmap, vmin=-lim, vmax=lim, extent=extent)
+            else:
+                ax.imshow(data, cmap=cmap, extent=extent, interpolation="nearest")
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+    else:
+        a = expl.attribution
+        a_big = np.kron(a, np.ones((k, k))) if k > 1 else a
+        signed = expl.method in ("lime", "shap")
+        lim = float(np.abs(a).max()) or 1.0
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+        axes[0].imshow(big, interpolation="nearest"); axes[0].set_title("input (as the model saw it)", fontsize=9)
+        cmap, vmin = ("coolwarm", -lim) if signed else ("jet", 0.0)
+        im = axes[1].imshow(a_big, cmap=cmap, vmin=vmin, vmax=lim, interpolation="nearest")
+        cam_title = f"Grad-CAM: evidence for {'AI' if expl.details.get('towards_ai', True) else 'real'}"
+        axes[1].set_title("towards AI (red) / real (blue)" if signed else cam_title, fontsize=9)
+        fig.colorbar(im, ax=axes[1], fraction=0.046)
+        axes[2].imshow(big, interpolation="nearest")
+        axes[2].imshow(a_big, cmap=cmap, vmin=vmin, vmax=lim, alpha=0.5, interpolation="nearest")
+        axes[2].set_title("overlay", fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
