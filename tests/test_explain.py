@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from synthcheck import Detector
 from synthcheck.cli import app
-from synthcheck.explain import _perturbation, gradcam, render
+from synthcheck.explain import _perturbation, gradcam, gradcam_pp, render
 from synthcheck.models import REGISTRY, build_model
 from synthcheck.preprocess import ImageError
 
@@ -77,13 +77,26 @@ def test_randomization_test_rejects_an_explanation_that_ignores_the_weights(det)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_gradcam_on_every_registry_architecture(name):
+def test_gradcam_and_gradcampp_on_every_registry_architecture(name):
     torch.manual_seed(0)
     model, _ = build_model(name)
     model.eval()
     im = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    cam = gradcam(model, im)
-    assert cam.shape == (32, 32) and np.isfinite(cam).all() and (cam >= 0).all()
+    for fn in (gradcam, gradcam_pp):
+        for towards_ai in (True, False):
+            cam = fn(model, im, towards_ai)
+            assert cam.shape == (32, 32) and np.isfinite(cam).all() and (cam >= 0).all()
+
+
+def test_gradcampp_passes_the_model_randomization_test(det):
+    images = [det.preprocess(f).transpose(1, 2, 0) for f in CIFAKE_SAMPLES]
+
+    def cam(model, im):
+        towards_ai = det.probabilities_from_arrays(im.transpose(2, 0, 1)[None])[0] >= det.threshold
+        return gradcam_pp(model, im, bool(towards_ai))
+
+    ok, stable, randomized = _passes_randomization_test(cam, det.model, images)
+    assert ok, (stable, randomized)
 
 
 class _TopLeft(torch.nn.Module):
@@ -108,8 +121,8 @@ def test_perturbation_methods_find_planted_evidence(method):
 
 
 def test_detector_explain_all_methods_and_render(det, tmp_path):
-    expls = det.explain(CIFAKE_SAMPLES[0], ["gradcam", "lime", "shap", "spectrum"], n_samples=60)
-    assert [e.method for e in expls] == ["gradcam", "lime", "shap", "spectrum"]
+    expls = det.explain(CIFAKE_SAMPLES[0], ["gradcam", "gradcampp", "lime", "shap", "spectrum"], n_samples=60)
+    assert [e.method for e in expls] == ["gradcam", "gradcampp", "lime", "shap", "spectrum"]
     (pred,) = det.predict([CIFAKE_SAMPLES[0]])
     for e in expls:
         assert e.prob_ai == pred.prob_ai and e.verdict == pred.verdict  # the same verdict as predict

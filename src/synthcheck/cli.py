@@ -357,7 +357,7 @@ def inspect(paths: List[str] = typer.Argument(..., help="image files, folders or
 @app.command()
 def explain(
     paths: List[str] = typer.Argument(..., help="image files, folders or globs"),
-    method: List[str] = typer.Option(["gradcam"], "--method", help="gradcam | lime | shap | spectrum | all (repeatable)"),
+    method: List[str] = typer.Option(["gradcam"], "--method", help="gradcam | gradcampp | lime | shap | spectrum | all (repeatable)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name"),
     out: Path = typer.Option(Path("runs/explain"), "--out", "-o", help="folder for the PNGs (and .npy)"),
     samples: Optional[int] = typer.Option(None, "--samples", help="perturbations for LIME/SHAP (default by size)"),

@@ -208,9 +208,9 @@ class Detector:
         for m in methods:
             details: dict = {}
             image = seen
-            if m == "gradcam":
+            if m in ("gradcam", "gradcampp"):
                 towards_ai = pred.prob_ai >= self.threshold
-                attr, sec = ex.timed(ex.gradcam, self.model, seen, towards_ai)
+                attr, sec = ex.timed(ex.gradcam if m == "gradcam" else ex.gradcam_pp, self.model, seen, towards_ai)
                 details.update(layer=self.model.target_layer, towards_ai=towards_ai)
             elif m in ("lime", "shap"):
                 (attr, details), sec = ex.timed(ex._perturbation, m, self.model, seen,

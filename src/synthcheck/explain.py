@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHODS = ("gradcam", "lime", "shap", "spectrum")
+METHODS = ("gradcam", "gradcampp", "lime", "shap", "spectrum")
 
 
 @dataclass
@@ -56,7 +56,8 @@ def superpixels(image: np.ndarray, n_segments: int) -> np.ndarray:
 
 
 def default_samples(method: str, size: int) -> int:
-    """Perturbation samples: enough for stable rankings of 16-100 segments, measured in BENCHMARKS.md."""
+    """Perturbation samples: several per segment (KernelSHAP's regression needs more samples than segments);
+    the cost per method is in BENCHMARKS.md."""
     return 300 if size <= 64 else 600
 
 
@@ -82,6 +83,38 @@ def gradcam(model, image_u8: np.ndarray, towards_ai: bool = True) -> np.ndarray:
         cam = LayerGradCam(lambda inp: sign * model(inp), model.get_target_layer()).attribute(x, relu_attributions=True)
     cam = LayerAttribution.interpolate(cam, tuple(image_u8.shape[:2]), interpolate_mode="bilinear")
     return cam[0, 0].detach().cpu().numpy()
+
+
+def gradcam_pp(model, image_u8: np.ndarray, towards_ai: bool = True) -> np.ndarray:
+    """Grad-CAM++ (Chattopadhay et al., 2018): pixel-weighted gradients, better when evidence is spread out.
+
+    Own code because captum has no Grad-CAM++; it uses the same target layer and
+    class convention as `gradcam`.
+    """
+    device = next(model.parameters()).device
+    x = _pixels(image_u8, device)
+    store = {}
+
+    def hook(_module, _inp, out):
+        store["act"] = out
+        return out.clone()  # downstream in-place ops (ReLU(inplace=True)) must not touch the stored activation
+
+    handle = model.get_target_layer().register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            score = (1.0 if towards_ai else -1.0) * model(x).sum()
+            act = store["act"]
+            (g,) = torch.autograd.grad(score, act)
+    finally:
+        handle.remove()
+    act, g = act.detach(), g.detach()
+    g2, g3 = g.pow(2), g.pow(3)
+    denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+    weights = (alpha * torch.relu(g)).sum(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * act).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=tuple(image_u8.shape[:2]), mode="bilinear", align_corners=False)
+    return cam[0, 0].cpu().numpy()
 
 
 def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_segments: int, progress: bool):
@@ -176,7 +209,7 @@ def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path
         axes[0].imshow(big, interpolation="nearest"); axes[0].set_title("input (as the model saw it)", fontsize=9)
         cmap, vmin = ("coolwarm", -lim) if signed else ("jet", 0.0)
         im = axes[1].imshow(a_big, cmap=cmap, vmin=vmin, vmax=lim, interpolation="nearest")
-        cam_title = f"Grad-CAM: evidence for {'AI' if expl.details.get('towards_ai', True) else 'real'}"
+        cam_title = f"{'Grad-CAM++' if expl.method == 'gradcampp' else 'Grad-CAM'}: evidence for {'AI' if expl.details.get('towards_ai', True) else 'real'}"
         axes[1].set_title("towards AI (red) / real (blue)" if signed else cam_title, fontsize=9)
         fig.colorbar(im, ax=axes[1], fraction=0.046)
         axes[2].imshow(big, interpolation="nearest")

@@ -78,8 +78,9 @@ class FastNet(nn.Module):
 
     A full-resolution stem keeps the pixel-level evidence (generator artifacts live
     in the highest frequencies), then three stride-2 stages of two 3x3 convs each.
-    Global average + max pooling makes it size-agnostic. Widths were chosen for the
-    accuracy / CPU-throughput trade-off measured in BENCHMARKS.md.
+    Global average + max pooling makes it size-agnostic. Width trades accuracy for
+    CPU throughput (training-step figures per width in BENCHMARKS.md; a measured
+    accuracy/throughput frontier is the speed issue's job).
     """
 
     def __init__(self, width: int = 32):
