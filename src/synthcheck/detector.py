@@ -217,11 +217,8 @@ class Detector:
                                                 n_samples or ex.default_samples(m, size),
                                                 n_segments or ex.default_segments(size), progress)
             else:  # spectrum: native pixels, never resampled
-                image = decode_image(d["data"], name, max_pixels=self.max_pixels)
+                image = ex.native_crop(decode_image(d["data"], name, max_pixels=self.max_pixels))
                 attr, sec = ex.timed(ex.spectrum, image)
-                s = attr.shape[0]
-                top, left = (image.shape[0] - s) // 2, (image.shape[1] - s) // 2
-                image = image[top:top + s, left:left + s]
             out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
         return out
 

@@ -132,18 +132,23 @@ def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_se
     return attr[0, 0].detach().cpu().numpy(), {"segments": int(mask.max() + 1), "samples": n_samples}
 
 
-def spectrum(image_u8: np.ndarray, max_size: int = 512) -> np.ndarray:
-    """Log power spectrum of the noise residual (image minus its 3x3 median), centre-cropped at native resolution.
+def native_crop(image_u8: np.ndarray, max_size: int = 512) -> np.ndarray:
+    """Largest centred square up to `max_size`, at native resolution: the spectrum's evidence is never resampled."""
+    h, w = image_u8.shape[:2]
+    s = min(h, w, max_size)
+    top, left = (h - s) // 2, (w - s) // 2
+    return np.ascontiguousarray(image_u8[top:top + s, left:left + s])
+
+
+def spectrum(image_u8: np.ndarray) -> np.ndarray:
+    """Log power spectrum of the noise residual (image minus its 3x3 median), fftshifted.
 
     The residual removes image content so periodic upsampling artifacts of
     generators stand out as peaks away from the centre.
     """
     from scipy.ndimage import median_filter
 
-    h, w = image_u8.shape[:2]
-    s = min(h, w, max_size)
-    top, left = (h - s) // 2, (w - s) // 2
-    gray = image_u8[top:top + s, left:left + s].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    gray = image_u8.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     residual = gray - median_filter(gray, size=3, mode="reflect")
     f = np.fft.fftshift(np.fft.fft2(residual - residual.mean()))
     return np.log1p(np.abs(f) ** 2 / residual.size)
