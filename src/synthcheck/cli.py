@@ -173,10 +173,10 @@ def evaluate(
         mm = res["summary"]["mean"]
         t.add_row("mean", "", "", f(mm["accuracy"]), "", "", f(mm["f1"]), f(mm["roc_auc"]),
                   f(mm["average_precision"]), f(mm["ece"]), f(mm.get("coverage")), f(mm.get("confident_accuracy")))
+    console.print(t)
     if det.uncertain_band > 0:
         console.print(f"coverage: share of images outside the uncertain band ±{det.uncertain_band:.2f} around the "
                       f"threshold; conf. acc.: accuracy on that confident part")
-    console.print(t)
     for k, m in res["sets"].items():
         if not quiet:
             console.print(f"[bold]{k}[/]\n{m['classification_report']}")
