@@ -459,6 +459,40 @@ def spectrum(
 
 
 @app.command()
+def robustness(
+    model: str = typer.Argument(..., help="model directory or bundled name ('default')"),
+    data: Path = typer.Argument(..., help="a labelled test set (its test split if it has one)"),
+    out: Path = typer.Option(Path("runs/robustness"), "--out", "-o", help="folder for robustness.json and PNGs"),
+    limit: int = typer.Option(1000, help="images per class (0 = all)"),
+    eps: List[int] = typer.Option([1, 2, 4, 8], "--eps", help="L-inf attack strengths in grey levels (/255)"),
+    steps: int = typer.Option(10, help="PGD steps"),
+    seed: int = typer.Option(0),
+):
+    """Accuracy and AUROC under FGSM/PGD attacks and everyday damage (JPEG, resize, blur, noise, crop)."""
+    from .robustness import robustness_report
+
+    _setup_logging(False)
+    det = _load_detector(model)
+    try:
+        rep = robustness_report(det, data, out, limit=limit or None, eps=tuple(eps), steps=steps, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    t = Table(title=f"{det.model_id} on {rep['n']} images of {data.name}")
+    for c in ("condition", "level", "accuracy", "ROC-AUC", "AI recall", "real recall"):
+        t.add_column(c, justify="left" if c in ("condition", "level") else "right")
+    f = lambda v: "-" if v is None else f"{v:.4f}"
+    row = lambda cond, level, m: t.add_row(cond, level, f(m["accuracy"]), f(m["roc_auc"]), f(m["ai_recall"]),
+                                           f(m["real_recall"]))
+    row("clean", "", rep["clean"])
+    for group in ("damage", "attacks"):
+        for name, levels in rep[group].items():
+            for level, m in levels.items():
+                row(name, f"{level}/255" if group == "attacks" else level, m)
+    console.print(t)
+    console.print(f"wrote {out / 'robustness.json'}, {out / 'robustness.png'} and {out / 'adversarial_examples.png'}")
+
+
+@app.command()
 def calibrate(
     model: str = typer.Argument(..., help="model directory or bundled name"),
     data: List[Path] = typer.Argument(..., help="labelled data from the new domain"),

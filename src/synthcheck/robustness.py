@@ -90,3 +90,122 @@ DAMAGE = {
     "noise": (lambda im, s, rng: noise(im, s, rng), [2.0, 5.0, 10.0]),
     "crop": (lambda im, f, rng: center_crop(im, f), [0.875, 0.75]),
 }
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+def _metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    from .metrics import compute_metrics
+
+    m = compute_metrics(labels, probs, threshold)
+    return {"accuracy": m["accuracy"], "roc_auc": m["roc_auc"], "ai_recall": m["per_class"]["ai"]["recall"],
+            "real_recall": m["per_class"]["real"]["recall"]}
+
+
+def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, eps: tuple = (1, 2, 4, 8),
+                      steps: int = 10, seed: int = 0, batch_size: int = 250, progress: bool = True) -> dict:
+    """Accuracy and AUROC of a Detector under each damage level and each attack strength (eps in /255).
+
+    `ai_recall` falling under attack means fakes were made to look real; `real_recall`
+    falling means reals were made to look fake: both directions are reported.
+    """
+    from tqdm.auto import tqdm
+
+    from .calibration import probabilities
+    from .checkpoint import load_train_digests
+    from .data import load_imageset, save_json
+    from .evaluate import evaluation_part
+    from .preprocess import load_image
+
+    s = evaluation_part(load_imageset(source, detector.spec, progress=progress))
+    if detector.directory is not None:  # as in evaluate: never score a file the model trained on
+        train = load_train_digests(detector.directory)
+        s = s.subset(np.flatnonzero([d[:8].tobytes() not in train for d in s.digests]))
+    rng = np.random.default_rng(seed)
+    if limit:
+        keep = np.concatenate([rng.permutation(np.flatnonzero(s.labels == c))[:limit] for c in (0, 1)])
+        s = s.subset(np.sort(keep))
+    labels, thr = s.labels, detector.threshold
+    report = {"model": detector.model_id, "source": str(source), "n": int(len(labels)), "threshold": thr,
+              "clean": _metrics(labels, detector.probabilities_from_arrays(s.images), thr), "damage": {}, "attacks": {}}
+    hwc = s.images.transpose(0, 2, 3, 1)
+    jobs = [(name, level) for name, (_, levels) in DAMAGE.items() for level in levels]
+    for name, level in tqdm(jobs, desc="damage", disable=not progress):
+        fn = DAMAGE[name][0]
+        damaged = np.stack([load_image(fn(im, level, rng), detector.spec) for im in hwc])
+        report["damage"].setdefault(name, {})[str(level)] = _metrics(labels, detector.probabilities_from_arrays(damaged),
+                                                                     thr)
+    model, dev = detector.model, detector.device
+    gen = torch.Generator().manual_seed(seed)
+    for attack in ("fgsm", "pgd"):
+        for e in tqdm(eps, desc=attack, disable=not progress):
+            logits = []
+            for i in range(0, len(labels), batch_size):
+                x = torch.from_numpy(s.images[i:i + batch_size]).to(dev).float() / 255
+                y = torch.from_numpy(labels[i:i + batch_size]).to(dev).float()
+                adv = fgsm(model, x, y, e / 255) if attack == "fgsm" else pgd(model, x, y, e / 255, steps, generator=gen)
+                adv = (adv * 255).round() / 255  # an attacker must deliver 8-bit pixels
+                with torch.no_grad():
+                    logits.append(model(adv).float().cpu())
+            p = probabilities(torch.cat(logits).numpy(), detector.temperature)
+            report["attacks"].setdefault(attack, {})[str(e)] = _metrics(labels, p, thr)
+    report["attack_settings"] = {"norm": "Linf", "eps_over_255": list(eps), "pgd_steps": steps,
+                                 "pgd_step_size": "2.5*eps/steps", "random_start": True, "space": "pixels [0,1]"}
+    if out_dir is not None:
+        from pathlib import Path
+
+        out_dir = Path(out_dir)
+        save_json(out_dir / "robustness.json", report)
+        _plot_report(report, out_dir)
+        pick = np.concatenate([np.flatnonzero(labels == c)[:2] for c in (1, 0)])  # two AI, two real
+        x = torch.from_numpy(s.images[pick]).to(dev).float() / 255
+        adv = pgd(model, x, torch.from_numpy(labels[pick]).to(dev).float(), max(eps) / 255, steps, generator=gen)
+        _plot_examples({"x": x.cpu(), "adv": ((adv * 255).round() / 255).cpu(), "labels": labels[pick]},
+                       out_dir / "adversarial_examples.png", max(eps))
+    return report
+
+
+def _plot_report(report: dict, out_dir) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["damage"]) + ["attacks"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True)
+    clean = report["clean"]["accuracy"]
+    for ax, name in zip(axes, names):
+        series = report["attacks"] if name == "attacks" else {name: report["damage"][name]}
+        for label, levels in series.items():
+            xs = list(levels)
+            ax.plot(range(len(xs)), [levels[k]["accuracy"] for k in xs], "o-", label=label)
+            ax.set_xticks(range(len(xs)), xs)
+        ax.axhline(clean, color="k", ls=":", lw=0.8, label="clean")
+        ax.set_title(name if name != "attacks" else "attacks (eps/255)", fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy")
+    fig.suptitle(f"{report['model']} on {report['n']} images", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / "robustness.png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_examples(ex: dict, path, eps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(ex["labels"])
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n))
+    for row, x, adv, y in zip(np.atleast_2d(axes), ex["x"], ex["adv"], ex["labels"]):
+        pert = ((adv - x) * 10 + 0.5).clamp(0, 1)
+        for ax, im, title in zip(row, (x, pert, adv), (f"original ({'AI' if y else 'real'})", "perturbation x10",
+                                                        f"PGD eps {eps}/255")):
+            ax.imshow(im.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
