@@ -163,3 +163,25 @@ def test_calibrate_and_inspect_cli(trained, tiny_dataset, tmp_path):
     assert r.exit_code == 0 and "WebUI" in r.output
     (p,) = det.predict([png])
     assert p.verdict == "ai" and p.reason.startswith("metadata") and p.evidence[0]["strength"] == "strong"
+
+
+def test_robust_training_switches(tiny_dataset, tmp_path, monkeypatch):
+    """Damage augmentation and PGD adversarial training run, reach the model, and are recorded with it."""
+    import synthcheck.train as train_mod
+
+    calls = []
+    real_pgd = train_mod.pgd
+
+    def counting_pgd(model, x, y, eps, steps, **kw):
+        calls.append((eps, steps))
+        adv = real_pgd(model, x, y, eps, steps, **kw)
+        assert (adv - x).abs().max() <= eps + 1e-6
+        return adv
+
+    monkeypatch.setattr(train_mod, "pgd", counting_pgd)
+    _train(tiny_dataset, tmp_path, "--model", "fastnet_s", "--epochs", "2", "--aug-blur", "0.3", "--aug-jpeg", "0.3",
+           "--aug-rescale", "0.3", "--adv-eps", "2", "--adv-steps", "2")
+    cfg = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert cfg["train"]["adv_eps"] == 2 and cfg["train"]["adv_steps"] == 2
+    assert cfg["train"]["augment"]["blur"] == 0.3 and cfg["train"]["augment"]["jpeg"] == 0.3
+    assert calls and all(c == (2 / 255, 2) for c in calls)  # every training batch was attacked

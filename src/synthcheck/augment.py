@@ -19,6 +19,10 @@ class AugmentConfig:
     shift: int = 2           # max translation in pixels (reflect-padded crop); 0 = off
     rotate: float = 0.0      # max degrees; resamples pixels, so off by default for artifact detection
     zoom: float = 0.0        # max relative scale change, e.g. 0.1 = 0.9..1.1; off by default
+    # robustness (CNNDetection-style damage, each applied to an image with this probability; 0 = off)
+    blur: float = 0.0        # Gaussian blur, sigma ~ U(0.5, 2) (smaller sigmas barely change a pixel)
+    jpeg: float = 0.0        # JPEG re-encoding, quality ~ U(30, 95)
+    rescale: float = 0.0     # downscale by ~ U(0.5, 0.9) and back up (bilinear)
 
     def to_dict(self):
         return asdict(self)
@@ -54,4 +58,37 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
                              torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if cfg.blur > 0 or cfg.jpeg > 0 or cfg.rescale > 0:
+        x = _damage(x, cfg, rand)
     return x
+
+
+def _damage(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
+    """Random blur / down-up resize / JPEG per image, as images meet them when shared (robust training).
+
+    A loop over the chosen images: sigma, scale and quality differ per image, and
+    JPEG goes through the same Pillow codec as the robustness report's damage
+    (`robustness.jpeg`); the cost shows only when these switches are on.
+    """
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    from .robustness import jpeg
+
+    n, _, h, w = x.shape
+    x = x.clone()
+    pick_blur, pick_rescale, pick_jpeg = rand(n) < cfg.blur, rand(n) < cfg.rescale, rand(n) < cfg.jpeg
+    sigmas, scales, qualities = 0.5 + 1.5 * rand(n), 0.5 + 0.4 * rand(n), (30 + 65 * rand(n)).round()
+    for i in torch.nonzero(pick_blur).flatten().tolist():
+        s = float(sigmas[i])
+        k = 2 * math.ceil(3 * s) + 1
+        x[i] = gaussian_blur(x[i], [k, k], [s, s])
+    for i in torch.nonzero(pick_rescale).flatten().tolist():
+        sh, sw = max(1, round(h * float(scales[i]))), max(1, round(w * float(scales[i])))
+        small = F.interpolate(x[i:i + 1], size=(sh, sw), mode="bilinear", align_corners=False, antialias=True)
+        x[i] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    idx = torch.nonzero(pick_jpeg).flatten().tolist()
+    if idx:
+        u8 = (x[idx].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for j, i in enumerate(idx):
+            x[i] = torch.from_numpy(jpeg(u8[j], int(qualities[i])).copy()).permute(2, 0, 1).to(x.device).float() / 255
+    return x.clamp(0, 1)

@@ -86,6 +86,11 @@ def train(
     shift: Optional[int] = typer.Option(None, help="max random shift in pixels (0 = off)"),
     rotate: Optional[float] = typer.Option(None, help="max random rotation in degrees (0 = off)"),
     zoom: Optional[float] = typer.Option(None, help="max random zoom, e.g. 0.1 (0 = off)"),
+    aug_blur: Optional[float] = typer.Option(None, help="robust training: probability of a random Gaussian blur"),
+    aug_jpeg: Optional[float] = typer.Option(None, help="robust training: probability of random JPEG re-encoding"),
+    aug_rescale: Optional[float] = typer.Option(None, help="robust training: probability of a random down-up resize"),
+    adv_eps: Optional[float] = typer.Option(None, help="PGD adversarial training radius in grey levels /255 (0 = off)"),
+    adv_steps: Optional[int] = typer.Option(None, help="PGD steps per batch for adversarial training"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile"),
     max_fpr: Optional[float] = typer.Option(None, help="choose the threshold for this false-positive rate"),
@@ -111,10 +116,11 @@ def train(
                  resize_policy=resize_policy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  optimizer=optimizer, schedule=schedule, patience=patience, val_fraction=val_fraction, seed=seed,
                  device=device, compile=compile, max_fpr=max_fpr, uncertain_band=uncertain_band, limit_train=limit_train,
-                 max_steps_per_epoch=max_steps_per_epoch)
+                 max_steps_per_epoch=max_steps_per_epoch, adv_eps=adv_eps, adv_steps=adv_steps)
     opts.update({k: v for k, v in flags.items() if v is not None})
     aug = dict(opts.pop("augment", {}))
-    aug.update({k: v for k, v in dict(flip=flip, shift=shift, rotate=rotate, zoom=zoom).items() if v is not None})
+    aug.update({k: v for k, v in dict(flip=flip, shift=shift, rotate=rotate, zoom=zoom, blur=aug_blur, jpeg=aug_jpeg,
+                                      rescale=aug_rescale).items() if v is not None})
     try:
         cfg = TrainConfig.from_dict({**opts, "augment": AugmentConfig(**aug)})
         result = run_train(data, out, cfg, test=test or None, resume=resume, progress=not quiet)

@@ -32,6 +32,7 @@ from .inference import autocast_for, pick_device, score_logits, to_input
 from .metrics import compute_metrics
 from .models import build_model, count_parameters
 from .preprocess import PreprocessSpec
+from .robustness import pgd
 
 log = logging.getLogger("synthcheck")
 
@@ -60,6 +61,8 @@ class TrainConfig:
     compile: bool = False
     max_steps_per_epoch: int | None = None  # for smoke tests
     limit_train: int | None = None      # use a stratified subset of this many training images
+    adv_eps: float = 0.0                # PGD adversarial training: L-inf radius in grey levels (/255); 0 = off
+    adv_steps: int = 3                  # PGD steps per training batch
     max_fpr: float | None = None        # threshold for a target false-positive rate instead of EER
     uncertain_band: float = 0.1         # |P(AI) - threshold| below this -> verdict "uncertain"
     exclude_duplicates: bool = True
@@ -263,9 +266,13 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
         for step in bar:
             idx = perm[step * bs:(step + 1) * bs]
             x = augment(to_input(train_x[idx]), cfg.augment, gen)
+            y = train_y[idx]
+            if cfg.adv_eps > 0:  # Madry et al. (2018): train on PGD examples made against the current weights
+                model.eval()
+                x = pgd(model, x, y, cfg.adv_eps / 255, cfg.adv_steps, generator=gen)
+                model.train()
             if cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = train_y[idx]
             with autocast_for(device, cfg.amp, cpu=cfg.cpu_amp):
                 logits = step_model(x).float()
             loss = F.binary_cross_entropy_with_logits(logits, y)
