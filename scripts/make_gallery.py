@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from synthcheck import Detector
-from synthcheck.checkpoint import load_train_digests
 from synthcheck.data import load_imageset
+from synthcheck.evaluate import drop_train_identical, evaluation_part
 
 
 def main():
@@ -32,9 +32,7 @@ def main():
 
     det = Detector.load()
     s = load_imageset(a.data, det.spec, progress=False)
-    s = s.split("test") if s.has_split("test") else s
-    train = load_train_digests(det.directory)
-    s = s.subset(np.flatnonzero([d[:8].tobytes() not in train for d in s.digests]))
+    s, _ = drop_train_identical(det, evaluation_part(s))
     p = det.probabilities_from_arrays(s.images)
     pred = (p >= det.threshold).astype(int)
     rng = np.random.default_rng(a.seed)

@@ -26,21 +26,24 @@ def evaluation_part(s: ImageSet) -> ImageSet:
     return s.split("test") if s.has_split("test") else s
 
 
+def drop_train_identical(detector: Detector, s: ImageSet) -> tuple[ImageSet, int]:
+    """Remove files byte-identical to the model's training data (so no figure scores a trained-on image)."""
+    train = load_train_digests(detector.directory) if detector.directory is not None else set()
+    if not train:
+        return s, 0
+    mask = np.array([d[:8].tobytes() in train for d in s.digests], dtype=bool)
+    return s.subset(np.flatnonzero(~mask)), int(mask.sum())
+
+
 def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path | None = None,
                   exclude_train: bool = True, progress: bool = True, plots: bool = True) -> dict:
     """Score every set; drop files byte-identical to the model's training data; write JSON + PNGs per set."""
-    train_digests: set[bytes] = set()
-    if exclude_train and detector.directory is not None:
-        train_digests = load_train_digests(detector.directory)
     results = {}
     for src in sources:
         full = load_imageset(src, detector.spec, progress=progress)
-        part = evaluation_part(full)
-        excluded = 0
-        if train_digests:
-            mask = np.array([d[:8].tobytes() in train_digests for d in part.digests], dtype=bool)
-            excluded = int(mask.sum())
-            part = part.subset(np.flatnonzero(~mask))
+        part, excluded = evaluation_part(full), 0
+        if exclude_train:
+            part, excluded = drop_train_identical(detector, part)
         probs = detector.probabilities_from_arrays(part.images)
         m = compute_metrics(part.labels, probs, detector.threshold, detector.uncertain_band)
         m["source"] = str(src)
