@@ -111,6 +111,18 @@ def test_perturbation_methods_find_planted_evidence(method):
     assert inside > 0 and inside > 5 * abs(outside), (inside, outside)
 
 
+@pytest.mark.parametrize("method", ["lime", "shap"])
+def test_perturbation_methods_are_reproducible_and_leave_global_rng_alone(det, method):
+    im = det.preprocess(CIFAKE_SAMPLES[0]).transpose(1, 2, 0)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, _ = _perturbation(method, det.model, im, n_samples=60, n_segments=16, progress=False)
+    after = torch.rand(1)
+    b, _ = _perturbation(method, det.model, im, n_samples=60, n_segments=16, progress=False)
+    assert np.array_equal(a, b) and torch.equal(before, after)
+
+
 def test_detector_explain_all_methods_and_render(det, tmp_path):
     expls = det.explain(CIFAKE_SAMPLES[0], ["gradcam", "gradcampp", "lime", "shap", "spectrum"], n_samples=60)
     assert [e.method for e in expls] == ["gradcam", "gradcampp", "lime", "shap", "spectrum"]

@@ -125,7 +125,9 @@ def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_se
     mask = superpixels(image_u8, n_segments)
     baseline = x.mean(dim=(2, 3), keepdim=True).expand_as(x)  # "removed" segments take the image's mean colour
     explainer = (Lime if method == "lime" else KernelShap)(model)
-    with torch.no_grad():
+    # captum samples from torch's global RNG: fork it and seed, so the same image gets the same explanation
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         attr = explainer.attribute(x, baselines=baseline, feature_mask=torch.from_numpy(mask).to(device)[None, None]
                                    .expand(1, 3, *mask.shape), n_samples=n_samples, perturbations_per_eval=64,
                                    show_progress=progress)
