@@ -169,7 +169,7 @@ def test_explain_cli(tmp_path):
     r = runner.invoke(app, ["explain", str(CIFAKE_SAMPLES[0]), str(bad), "--method", "gradcam", "--method",
                             "spectrum", "--npy", "--out", str(tmp_path / "out")])
     assert r.exit_code == 1  # one input failed, the other was explained
-    assert "bad.jpg" in r.output and "not a recognised image format" in r.output
+    assert "bad.jpg" in r.output and "not a supported image" in r.output
     stem = CIFAKE_SAMPLES[0].stem
     for f in (f"{stem}.gradcam.png", f"{stem}.gradcam.npy", f"{stem}.spectrum.png"):
         assert (tmp_path / "out" / f).exists(), f

@@ -47,8 +47,8 @@ def test_exif_orientation_applied():
 
 @pytest.mark.parametrize("data,problem", [
     (b"", "empty"),
-    (b"hello world, not an image", "not a recognised image"),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "not a recognised image"),
+    (b"hello world, not an image", "the content is text"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "an SVG"),
 ])
 def test_bad_bytes_raise_image_error_naming_file(data, problem):
     with pytest.raises(ImageError) as e:

@@ -559,6 +559,56 @@ def audit(
     console.print(f"wrote {out / 'audit.json'} and {out / 'audit_features.png'}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 to serve the network)"),
+    port: int = typer.Option(8000),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name (default: bundled)"),
+    max_request_mb: Optional[float] = typer.Option(None, help="request body limit [20]"),
+    max_pixels: Optional[int] = typer.Option(None, help="decoded pixels per image [50,000,000]"),
+    max_files: Optional[int] = typer.Option(None, help="images per request [16]"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request [30]"),
+    api_key_env: Optional[str] = typer.Option(None, help="require the API key held in this environment variable "
+                                                          "(X-API-Key header); default: SYNTHCHECK_API_KEY if set"),
+    cors: Optional[str] = typer.Option(None, help="comma-separated origins allowed by CORS"),
+    batching: bool = typer.Option(True, help="join concurrent requests into one model batch"),
+    ui: bool = typer.Option(True, help="serve the web page at /"),
+    workers: int = typer.Option(1, help="uvicorn worker processes (each loads the model once)"),
+):
+    """REST API (/v1/detect, /v1/explain, /docs) and the web page (/) on one port."""
+    import os
+
+    import uvicorn
+
+    from .serve import ServeSettings
+
+    _setup_logging(False)
+    if api_key_env is not None and not os.environ.get(api_key_env):
+        _fail(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
+    settings = ServeSettings.from_env(model=model, max_request_mb=max_request_mb, max_pixels=max_pixels,
+                                      max_files=max_files, timeout_s=timeout, batching=batching, ui=ui,
+                                      api_key=os.environ.get(api_key_env) if api_key_env else None,
+                                      cors_origins=[o.strip() for o in cors.split(",")] if cors else None)
+    try:
+        from .detector import resolve_model
+
+        resolve_model(settings.model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    # settings travel to worker processes through the environment, where create_app reads them
+    for k, v in settings.public().items():
+        if k not in ("api_key", "cors_origins") and v is not None:
+            os.environ[f"SYNTHCHECK_{k.upper()}"] = str(v)
+    if settings.api_key:
+        os.environ["SYNTHCHECK_API_KEY"] = settings.api_key
+    if settings.cors_origins:
+        os.environ["SYNTHCHECK_CORS_ORIGINS"] = ",".join(settings.cors_origins)
+    console.print(f"SynthCheck on http://{host}:{port}/ (page), /docs (API); model {settings.model or 'default'}; "
+                  f"API key {'required' if settings.api_key else 'off'}")
+    uvicorn.run("synthcheck.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", timeout_graceful_shutdown=5)
+
+
 def main():
     app()
 

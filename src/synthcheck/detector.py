@@ -157,7 +157,7 @@ class Detector:
                 yield from self._score_batch(batch, pool)
 
     def _score_batch(self, batch, pool) -> Iterator[Prediction]:
-        decoded = list(pool.map(self._decode_safe, batch))
+        decoded = list(pool.map(self.decode, batch))
         good = [i for i, d in enumerate(decoded) if "pixels" in d]
         probs = self.probabilities_from_arrays(np.stack([decoded[i]["pixels"] for i in good])) if good else []
         pmap = dict(zip(good, probs))
@@ -165,9 +165,9 @@ class Detector:
             if i not in pmap:
                 yield Prediction(name, model=self.model_id, error=decoded[i]["error"])
             else:
-                yield self._prediction(name, decoded[i], float(pmap[i]))
+                yield self.make_prediction(name, decoded[i], float(pmap[i]))
 
-    def _prediction(self, name: str, decoded: dict, p: float) -> Prediction:
+    def make_prediction(self, name: str, decoded: dict, p: float) -> Prediction:
         """Score + metadata + domain check -> the verdict (the one place verdicts are made)."""
         pixel = self.verdict(p)
         warnings = self.domain_warnings(*decoded["size"])
@@ -198,10 +198,10 @@ class Detector:
         if unknown:
             raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from {', '.join(ex.METHODS)}")
         name = name or _source_name(source, 0)
-        d = self._decode_safe((source, name))
+        d = self.decode((source, name))
         if "error" in d:
             raise ImageError(name, d["error"])
-        pred = self._prediction(name, d, float(self.probabilities_from_arrays(d["pixels"][None])[0]))
+        pred = self.make_prediction(name, d, float(self.probabilities_from_arrays(d["pixels"][None])[0]))
         seen = d["pixels"].transpose(1, 2, 0)
         size = seen.shape[0]
         out = []
@@ -222,8 +222,12 @@ class Detector:
             out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
         return out
 
-    def _decode_safe(self, item) -> dict:
-        """One input -> pixels, decoded size and metadata evidence, or the reason it failed (never raises)."""
+    def decode(self, item: tuple) -> dict:
+        """(source, name) -> pixels, decoded size and metadata evidence, or {"error": problem} (never raises).
+
+        Public so that front ends which schedule decoding and scoring themselves (the server) still run
+        exactly this code; `predict_iter` is the plain in-process loop over it.
+        """
         src, name = item
         try:
             if isinstance(src, (str, Path)):

@@ -179,15 +179,17 @@ def _upscale_factor(size: int) -> int:
     return max(1, 256 // size) if size < 256 else 1
 
 
-def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path:
-    """One PNG: original | heatmap | overlay (spectrum: image | its spectrum | class references), score in the title."""
-    import matplotlib
+def render(expl: Explanation, path, reference: dict | None = None):
+    """One PNG: original | heatmap | overlay (spectrum: image | its spectrum | class references), score in the title.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    `path` is a file path or a binary buffer (the server renders to memory). Uses matplotlib's Figure
+    directly, not pyplot, so that concurrent renders on server threads share no global state.
+    """
+    from matplotlib.figure import Figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     img = expl.image
     k = _upscale_factor(img.shape[0])
     big = np.kron(img, np.ones((k, k, 1), dtype=np.uint8)) if k > 1 else img  # nearest-neighbour
@@ -197,7 +199,8 @@ def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path
         if reference is not None:
             panels += [("mean real", reference["real"], "magma"), ("mean AI", reference["ai"], "magma"),
                        ("AI − real", reference["difference"], "coolwarm")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+        fig = Figure(figsize=(3.2 * len(panels), 3.6))
+        axes = fig.subplots(1, len(panels))
         for ax, (name, data, cmap) in zip(np.atleast_1d(axes), panels):
             extent = None if cmap is None else (-0.5, 0.5, -0.5, 0.5)  # cycles/pixel: any image size compares
             if cmap == "coolwarm":
@@ -212,7 +215,8 @@ def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path
         a_big = np.kron(a, np.ones((k, k))) if k > 1 else a
         signed = expl.method in ("lime", "shap")
         lim = float(np.abs(a).max()) or 1.0
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+        fig = Figure(figsize=(10, 3.6))
+        axes = fig.subplots(1, 3)
         axes[0].imshow(big, interpolation="nearest"); axes[0].set_title("input (as the model saw it)", fontsize=9)
         cmap, vmin = ("coolwarm", -lim) if signed else ("jet", 0.0)
         im = axes[1].imshow(a_big, cmap=cmap, vmin=vmin, vmax=lim, interpolation="nearest")
@@ -226,8 +230,7 @@ def render(expl: Explanation, path: Path, reference: dict | None = None) -> Path
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=100, format="png")
     return path
 
 

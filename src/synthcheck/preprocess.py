@@ -31,6 +31,40 @@ ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.nda
 
 RESIZE_POLICIES = ("resize", "center_crop", "crop")
 
+# Only these decoders ever see user bytes. Pillow can open more (EPS hands the file to Ghostscript,
+# PSD/ICNS/FITS... are rarely photos and widen the attack surface), so everything else is refused.
+Image.init()  # register every plugin first, so the list below names only decoders this Pillow has
+ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF") if f in Image.OPEN)
+
+# Magic bytes of things people upload by mistake, to say what a rejected file actually is.
+_NOT_IMAGES = (
+    (b"PK\x03\x04", "a ZIP archive (or Office document)"), (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"), (b"Rar!", "a RAR archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"\x7fELF", "an executable"), (b"MZ", "an executable"), (b"%!PS", "a PostScript file"),
+    (b"8BPS", "a Photoshop document (not accepted)"), (b"GIF8", "a GIF"),
+    (b"\xff\xd8\xff", "a JPEG"), (b"\x89PNG", "a PNG"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """What the bytes look like when Pillow refused them (by content, never by name or declared type)."""
+    head = bytes(data[:512])
+    for magic, what in _NOT_IMAGES:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "an SVG (vector) file; export it as PNG or JPEG"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<script")):
+        return "an HTML document"
+    if text.startswith((b"{", b"[")):
+        return "JSON or other text"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return None
+
 
 class ImageError(ValueError):
     """An input that cannot be turned into pixels; the message names the file and why."""
@@ -110,9 +144,15 @@ def _open(source: ImageSource, name: str) -> Image.Image:
     if len(data) == 0:
         raise ImageError(name, "empty file (0 bytes)")
     try:
-        return Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the size check in decode_image follows and names the limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(name, "not a recognised image format") from None
+        what = sniff(data)
+        if what in ("a JPEG", "a PNG", "a GIF"):
+            raise ImageError(name, f"looks like {what} but its header is corrupt") from None
+        detail = f": the content is {what}" if what else ""
+        raise ImageError(name, f"not a supported image (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF){detail}") from None
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"image too large ({e})") from None
     except Exception as e:  # Pillow raises many types on hostile headers
