@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +50,42 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTHCHECK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # never touch a user's hub cache or the network
     yield
+
+
+# --- a real `synthcheck serve` process (API tests and the browser test) -----------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`synthcheck serve` in its own process, with a private TMPDIR to prove uploads leave nothing behind."""
+    tmp = tmp_path_factory.mktemp("server-tmp")
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    log = tmp_path_factory.mktemp("server-log") / "server.log"
+    proc = subprocess.Popen([sys.executable, "-m", "synthcheck.cli", "serve", "--port", str(port)], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(240):
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.25)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start")
+    yield url, proc, tmp
+    proc.terminate()
+    proc.wait(10)
+
+

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -236,38 +232,6 @@ def test_concurrent_requests_are_batched_and_equal(det):
 
 
 # --- a real server process --------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`synthcheck serve` in its own process, with a private TMPDIR to prove uploads leave nothing behind."""
-    tmp = tmp_path_factory.mktemp("server-tmp")
-    port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
-    proc = subprocess.Popen([sys.executable, "-m", "synthcheck.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode())
-        time.sleep(0.25)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not start")
-    yield url, proc, tmp
-    proc.terminate()
-    proc.wait(10)
-
 
 def test_real_server_survives_the_corpus_and_leaves_no_files(server):
     url, proc, tmp = server

@@ -86,8 +86,8 @@ def build_ui(service) -> gr.Blocks:
                     gr.Examples([[[str(p)]] for p in sorted(SAMPLES.glob("*.jpg"))], inputs=[files],
                                 label="Examples (CIFAKE test images and one DiffusionDB image)")
         verdicts = gr.HTML(elem_id="verdicts")
-        gallery = gr.Gallery(label="Why: Grad-CAM (where the evidence is) and residual spectrum", columns=2,
-                             height="auto", elem_id="explanations")
+        gallery = gr.Gallery(label="Why: Grad-CAM (where the evidence is) and residual spectrum", columns=1,
+                             object_fit="contain", height="auto", elem_id="explanations")
         details = gr.JSON(label="Full results (as the REST API returns them)")
         check.click(analyse, inputs=files, outputs=[verdicts, gallery, details])
     return ui
