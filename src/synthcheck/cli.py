@@ -140,13 +140,17 @@ def train(
                   f"{'test' if result.get('test_metrics') else 'val'} accuracy {tm['accuracy']:.4f}, AUROC {tm['roc_auc']:.4f}")
 
 
-def _load_detector(model: Optional[str], device: str = "cpu"):
+def _load_detector(model: Optional[str], device: str = "cpu", backend: str = "torch", precision: str = "fp32"):
     from .detector import Detector
 
     try:
-        return Detector.load(model, device=device)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+        return Detector.load(model, device=device, backend=backend, precision=precision)
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as e:
         _fail(str(e))
+
+
+BACKEND_HELP = "torch | onnx (ONNX Runtime, needs `synthcheck export MODEL --onnx` unless the model ships one)"
+PRECISION_HELP = "fp32 | bf16 (bf16 autocast + channels-last; fast on CPUs with AMX/AVX512-BF16 and on GPUs)"
 
 
 @app.command()
@@ -155,13 +159,15 @@ def evaluate(
     data: List[Path] = typer.Argument(..., help="one or more labelled test sets (folders or tar archives)"),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="folder for metrics JSON and PNG plots"),
     include_train_identical: bool = typer.Option(False, help="keep test files byte-identical to training files"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Accuracy, precision, recall, F1, ROC-AUC, AP, ECE, confusion matrix and plots, per set and on average."""
     from .evaluate import evaluate_sets
 
     _setup_logging(not quiet)
-    det = _load_detector(model)
+    det = _load_detector(model, backend=backend, precision=precision)
     try:
         res = evaluate_sets(det, data, out, exclude_train=not include_train_identical, progress=not quiet)
     except (ValueError, FileNotFoundError) as e:
@@ -234,6 +240,10 @@ def predict(
     resume: bool = typer.Option(False, "--resume", help="skip files already in --out"),
     batch_size: int = typer.Option(256),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    workers: Optional[int] = typer.Option(None, help="decoding threads (default: one per core)"),
+    metadata: bool = typer.Option(True, help="read C2PA/EXIF/XMP/PNG-text evidence (--no-metadata: pixels only, faster)"),
 ):
     """Score images: P(AI-generated), verdict and model; broken files are named, the rest still scored.
 
@@ -265,7 +275,8 @@ def predict(
             console.print(f"nothing to do: all files already in {out}")
             raise typer.Exit(0)
         _fail("no input files")
-    det = _load_detector(model, device)
+    det = _load_detector(model, device, backend, precision)
+    det.metadata = metadata
     fields = ["source", "prob_ai", "verdict", "model", "error", "pixel_verdict", "reason", "evidence", "warnings"]
     sink = writer = None
     if out:
@@ -288,7 +299,7 @@ def predict(
 
     missing_preds = [Prediction(m, error="no such file or folder") for m in missing]
     show_bar = not (as_json or as_csv) and len(files) > batch_size
-    stream = itertools.chain(missing_preds, det.predict_iter(files, batch_size=batch_size))
+    stream = itertools.chain(missing_preds, det.predict_iter(files, batch_size=batch_size, workers=workers))
     try:
         for p in tqdm(stream, total=len(files) + len(missing), disable=not show_bar, unit="img", desc="scoring",
                       file=sys.stderr):
@@ -560,10 +571,45 @@ def audit(
 
 
 @app.command()
+def export(
+    model: str = typer.Argument(..., help="model directory or bundled name"),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output model directory [the model's own directory, "
+                                                               "or runs/export/NAME for a bundled model]"),
+    opset: int = typer.Option(18),
+):
+    """ONNX export (dynamic batch, uint8 input, preprocessing config alongside), checked against PyTorch to 1e-4."""
+    from .detector import bundled_models, resolve_model
+    from .export import export_onnx
+
+    if not onnx:
+        _fail("nothing to do: --onnx is the only export format")
+    _setup_logging(False)
+    try:
+        src = resolve_model(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    if out is None:
+        out = Path("runs/export") / model if model in bundled_models() else src
+    try:
+        info = export_onnx(src, out, opset=opset)
+    except (ValueError, ImportError) as e:
+        _fail(str(e))
+    from rich.markup import escape
+
+    console.print(f"wrote {out / 'model.onnx'} ({escape(info['input'])} -> logit; opset {opset}); ONNX Runtime vs PyTorch: "
+                  f"max |logit diff| {info['check']['max_abs_logit_diff']:.1e} on {info['check']['images']} images",
+                  soft_wrap=True)
+    console.print(f"use it: synthcheck predict IMAGES --model {out} --backend onnx", soft_wrap=True)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 to serve the network)"),
     port: int = typer.Option(8000),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name (default: bundled)"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     max_request_mb: Optional[float] = typer.Option(None, help="request body limit [20]"),
     max_pixels: Optional[int] = typer.Option(None, help="decoded pixels per image [50,000,000]"),
     max_files: Optional[int] = typer.Option(None, help="images per request [16]"),
@@ -585,16 +631,11 @@ def serve(
     _setup_logging(False)
     if api_key_env is not None and not os.environ.get(api_key_env):
         _fail(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
-    settings = ServeSettings.from_env(model=model, max_request_mb=max_request_mb, max_pixels=max_pixels,
+    settings = ServeSettings.from_env(model=model, backend=backend, precision=precision, max_request_mb=max_request_mb, max_pixels=max_pixels,
                                       max_files=max_files, timeout_s=timeout, batching=batching, ui=ui,
                                       api_key=os.environ.get(api_key_env) if api_key_env else None,
                                       cors_origins=[o.strip() for o in cors.split(",")] if cors else None)
-    try:
-        from .detector import resolve_model
-
-        resolve_model(settings.model)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    _load_detector(settings.model, backend=settings.backend, precision=settings.precision)  # fail here, clearly
     # settings travel to worker processes through the environment, where create_app reads them
     for k, v in settings.public().items():
         if k not in ("api_key", "cors_origins") and v is not None:

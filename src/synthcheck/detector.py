@@ -19,6 +19,8 @@ from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_imag
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "default"
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "bf16")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
@@ -77,10 +79,27 @@ class Detector:
     """A trained model with its preprocessing, calibration and operating point."""
 
     def __init__(self, model: torch.nn.Module, config: dict, model_id: str, device: str | torch.device = "cpu",
-                 directory: Path | None = None):
+                 directory: Path | None = None, backend: str = "torch", precision: str = "fp32"):
         self.directory = directory
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.backend, self.precision = backend, precision
+        self._onnx = None
+        if backend == "onnx":
+            from .export import ONNX_FILE, OnnxScorer
+
+            path = directory / ONNX_FILE if directory is not None else None
+            if path is None or not path.exists():
+                raise FileNotFoundError(f"no {ONNX_FILE} in {directory}: run `synthcheck export {directory} --onnx` first")
+            if precision != "fp32":
+                raise ValueError("the ONNX backend scores in fp32 only")
+            self._onnx = OnnxScorer(path)
+        elif precision == "bf16" and self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.config = config
         self.model_id = model_id
         self.spec = spec_of(config)
@@ -91,8 +110,13 @@ class Detector:
         self.metadata = True  # read metadata evidence for every file input
 
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, device: str = "cpu") -> "Detector":
-        """Load a model directory or a bundled model by name; None gives the bundled default."""
+    def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "torch",
+             precision: str = "fp32") -> "Detector":
+        """Load a model directory or a bundled model by name; None gives the bundled default.
+
+        backend "onnx" scores with ONNX Runtime from the directory's model.onnx (explanations still use
+        the PyTorch weights); precision "bf16" scores in bf16 autocast on CPU or GPU.
+        """
         directory = resolve_model(name_or_path)
         model, config = load_model(directory, map_location="cpu")
         bundled = {v.resolve(): k for k, v in bundled_models().items()}
@@ -100,7 +124,7 @@ class Detector:
         model_id = f"{model_id}:{config['arch']['name']}"
         if str(device) == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        return cls(model, config, model_id, device, directory)
+        return cls(model, config, model_id, device, directory, backend, precision)
 
     # --- the pipeline: source -> uint8 -> logits -> calibrated probability -> verdict ------------
 
@@ -121,9 +145,16 @@ class Detector:
             warnings.append(f"out of domain: aspect ratio {long_ / max(short, 1):.2f} is far from the training images'")
         return warnings
 
+    def logits(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Raw logits for uint8 [N,3,S,S] arrays already preprocessed, on the chosen backend."""
+        if self._onnx is not None:
+            return self._onnx(images, batch_size)
+        # CUDA always scores in bf16 autocast (as evaluation did); CPU in fp32 unless bf16 is asked for
+        return score_logits(self.model, images, batch_size, self.device, amp=True, cpu_bf16=self.precision == "bf16")
+
     def probabilities_from_arrays(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Calibrated P(AI) for uint8 [N,3,S,S] arrays already preprocessed."""
-        return probabilities(score_logits(self.model, images, batch_size, self.device), self.temperature)
+        return probabilities(self.logits(images, batch_size), self.temperature)
 
     def verdict(self, prob: float) -> str:
         if abs(prob - self.threshold) < self.uncertain_band:

@@ -49,6 +49,8 @@ class ServeSettings:
     """Every limit the server enforces; `from_env` reads SYNTHCHECK_* variables over the defaults."""
 
     model: str | None = None
+    backend: str = "torch"              # or "onnx" (ONNX Runtime)
+    precision: str = "fp32"             # or "bf16"
     max_request_mb: float = 20.0
     max_pixels: int = 50_000_000
     max_files: int = 16
@@ -74,8 +76,9 @@ class ServeSettings:
             s.api_key = env["SYNTHCHECK_API_KEY"]
         if env.get("SYNTHCHECK_CORS_ORIGINS"):
             s.cors_origins = [o.strip() for o in env["SYNTHCHECK_CORS_ORIGINS"].split(",") if o.strip()]
-        if env.get("SYNTHCHECK_MODEL"):
-            s.model = env["SYNTHCHECK_MODEL"]
+        for name in ("model", "backend", "precision"):
+            if env.get(f"SYNTHCHECK_{name.upper()}"):
+                setattr(s, name, env[f"SYNTHCHECK_{name.upper()}"])
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
@@ -235,7 +238,8 @@ class Service:
 
     def model_info(self) -> dict:
         c = self.detector.config
-        return {"id": self.detector.model_id, "arch": c["arch"]["name"], "input_size": self.detector.spec.image_size,
+        return {"id": self.detector.model_id, "arch": c["arch"]["name"], "backend": self.detector.backend,
+                "precision": self.detector.precision, "input_size": self.detector.spec.image_size,
                 "resize_policy": self.detector.spec.resize_policy, "threshold": self.detector.threshold,
                 "uncertain_band": self.detector.uncertain_band, "temperature": self.detector.temperature,
                 "test_metrics": {k: c.get("test_metrics", {}).get(k) for k in ("n", "accuracy", "roc_auc", "ece")}
@@ -326,7 +330,7 @@ _ONE_FILE_DOC = {
 def create_app(settings: ServeSettings | None = None, detector: Detector | None = None) -> FastAPI:
     """The FastAPI app with the model loaded (once per process) and, unless settings.ui is off, the page at /."""
     settings = settings or ServeSettings.from_env()
-    detector = detector or Detector.load(settings.model)
+    detector = detector or Detector.load(settings.model, backend=settings.backend, precision=settings.precision)
     service = Service(detector, settings)
 
     @asynccontextmanager

@@ -1,0 +1,119 @@
+"""ONNX export and the ONNX Runtime scorer.
+
+The exported graph takes the same uint8 [N,3,S,S] batch as `inference.score_logits` (the /255 and the
+model's own normalisation are inside it) and returns one logit per image, with a dynamic batch axis.
+Preprocessing (decode, fit to S) stays in `preprocess.py` for every backend, so what ONNX Runtime
+scores is exactly what PyTorch scores; `export_onnx` checks the two agree before it writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+
+ONNX_FILE = "model.onnx"
+ONNX_INFO = "onnx.json"
+TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and ONNX Runtime
+
+
+class _FromUint8(torch.nn.Module):
+    """uint8 pixels -> the model's logit: the graph carries the whole float path."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.float() / 255.0)
+
+
+def _session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxScorer:
+    """Logits from an exported model with ONNX Runtime (CPU); same call shape as `score_logits`."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.path = Path(path)
+        self.session = _session(self.path, threads)
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        out = [self.session.run(None, {self.input: images[i:i + batch_size]})[0].reshape(-1)
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: int = 64, seed: int = 0) -> dict:
+    """Write OUT/model.onnx (+ the model's config, weights and card, so OUT is a complete model directory).
+
+    Raises ValueError if ONNX Runtime's logits differ from PyTorch's by more than TOLERANCE.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model, config = load_model(model_dir)
+    size = config["preprocess"]["image_size"]
+    wrapper = _FromUint8(model).eval()
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.resolve() != model_dir.resolve():
+        for f in model_dir.iterdir():
+            if f.is_file() and f.name not in (ONNX_FILE, ONNX_INFO):
+                shutil.copy2(f, out_dir / f.name)
+    path = out_dir / ONNX_FILE
+    t0 = time.perf_counter()
+    torch.onnx.export(wrapper, (example,), str(path), input_names=["images_uint8"], output_names=["logits"],
+                      dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=opset, dynamo=True,
+                      verbose=False)
+    _add_metadata(path, config)
+    export_s = time.perf_counter() - t0
+
+    rng = np.random.default_rng(seed)
+    check = rng.integers(0, 256, (check_batch, 3, size, size), dtype=np.uint8)
+    with torch.inference_mode():
+        want = wrapper(torch.from_numpy(check)).numpy()
+    got = OnnxScorer(path)(check)
+    diff = float(np.abs(got - want).max())
+    info = {"file": ONNX_FILE, "input": f"uint8 [batch, 3, {size}, {size}]", "output": "logit per image",
+            "opset": opset, "preprocess": config["preprocess"], "temperature": config.get("temperature"),
+            "threshold": config.get("threshold"), "check": {"images": check_batch, "max_abs_logit_diff": diff,
+                                                            "tolerance": TOLERANCE},
+            "torch": torch.__version__, "onnxruntime": _ort_version(), "export_s": round(export_s, 2)}
+    if diff > TOLERANCE:
+        path.unlink()
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch by {diff:.2e} (> {TOLERANCE:g}); export discarded")
+    (out_dir / ONNX_INFO).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _add_metadata(path: Path, config: dict):
+    """The .onnx file alone says how to feed it: preprocessing, calibration and operating point."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for key, value in {"synthcheck.preprocess": config["preprocess"], "synthcheck.temperature": config.get("temperature"),
+                       "synthcheck.threshold": config.get("threshold"), "synthcheck.arch": config["arch"]}.items():
+        p = m.metadata_props.add()
+        p.key, p.value = key, json.dumps(value)
+    onnx.save(m, str(path))
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__

@@ -1,0 +1,86 @@
+"""ONNX export: the exported graph scores like PyTorch (to 1e-4 in logits), through Detector and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synthcheck.checkpoint import save_model
+from synthcheck.cli import app
+from synthcheck.detector import Detector
+from synthcheck.export import TOLERANCE, export_onnx
+from synthcheck.models import build_model
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples").glob("*.jpg"))
+
+
+def test_bundled_default_ships_an_onnx_model_that_matches_pytorch():
+    torch_det, onnx_det = Detector.load(), Detector.load(backend="onnx")
+    rng = np.random.default_rng(1)
+    images = np.concatenate([np.stack([torch_det.preprocess(p) for p in SAMPLES]),
+                             rng.integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)])
+    diff = np.abs(torch_det.logits(images) - onnx_det.logits(images, batch_size=77))  # odd batch: dynamic axis
+    assert diff.max() <= TOLERANCE
+    a = [p.verdict for p in torch_det.predict([str(p) for p in SAMPLES])]
+    b = [p.verdict for p in onnx_det.predict([str(p) for p in SAMPLES])]
+    assert a == b
+
+
+@pytest.mark.parametrize("arch,size", [("cnn", 32), ("resnet18", 48)])
+def test_export_other_architectures(tmp_path, arch, size):
+    torch.manual_seed(0)
+    model, arch_cfg = build_model(arch)
+    model.eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so folding them is really exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    config = {"arch": arch_cfg, "preprocess": {"image_size": size, "resize_policy": "resize", "version": 1},
+              "temperature": 1.3, "threshold": 0.4}
+    save_model(model, tmp_path / "m", config)
+    info = export_onnx(tmp_path / "m", tmp_path / "m_onnx")
+    assert info["check"]["max_abs_logit_diff"] <= TOLERANCE
+    assert json.loads((tmp_path / "m_onnx" / "onnx.json").read_text())["input"] == f"uint8 [batch, 3, {size}, {size}]"
+    det = Detector.load(tmp_path / "m_onnx", backend="onnx")
+    x = np.random.default_rng(0).integers(0, 256, (9, 3, size, size), dtype=np.uint8)
+    assert np.abs(det.logits(x) - Detector.load(tmp_path / "m").logits(x)).max() <= TOLERANCE
+    import onnx
+
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(tmp_path / "m_onnx" / "model.onnx")).metadata_props}
+    assert meta["synthcheck.preprocess"]["image_size"] == size and meta["synthcheck.threshold"] == 0.4
+
+
+def test_cli_export_and_predict_with_onnx_backend(tmp_path):
+    r = CliRunner().invoke(app, ["export", "default", "--out", str(tmp_path / "exp")])
+    assert r.exit_code == 0, r.output
+    assert "max |logit diff|" in r.output and (tmp_path / "exp" / "model.onnx").exists()
+    outs = {}
+    for backend in ("torch", "onnx"):
+        r = CliRunner().invoke(app, ["predict", *map(str, SAMPLES), "--model", str(tmp_path / "exp"), "--backend",
+                                     backend, "--json"])
+        assert r.exit_code == 0, r.output
+        outs[backend] = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert [o["verdict"] for o in outs["torch"]] == [o["verdict"] for o in outs["onnx"]]
+    assert np.allclose([o["prob_ai"] for o in outs["torch"]], [o["prob_ai"] for o in outs["onnx"]], atol=1e-4)
+
+
+def test_onnx_backend_without_export_is_a_clear_error(tmp_path):
+    model, arch_cfg = build_model("cnn")
+    save_model(model, tmp_path / "m", {"arch": arch_cfg, "preprocess": {"image_size": 32, "resize_policy": "resize",
+                                                                         "version": 1}})
+    with pytest.raises(FileNotFoundError, match="synthcheck export"):
+        Detector.load(tmp_path / "m", backend="onnx")
+    r = CliRunner().invoke(app, ["predict", str(SAMPLES[0]), "--model", str(tmp_path / "m"), "--backend", "onnx"])
+    assert r.exit_code == 2 and "synthcheck export" in r.output
+
+
+def test_bf16_precision_scores_close_to_fp32():
+    fp32, bf16 = Detector.load(), Detector.load(precision="bf16")
+    p32 = [p.prob_ai for p in fp32.predict([str(p) for p in SAMPLES])]
+    p16 = [p.prob_ai for p in bf16.predict([str(p) for p in SAMPLES])]
+    assert np.abs(np.array(p32) - np.array(p16)).max() < 0.03
