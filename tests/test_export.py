@@ -44,6 +44,7 @@ def test_export_other_architectures(tmp_path, arch, size):
               "temperature": 1.3, "threshold": 0.4}
     save_model(model, tmp_path / "m", config)
     info = export_onnx(tmp_path / "m", tmp_path / "m_onnx")
+    assert not list((tmp_path / "m_onnx").glob("*.data"))  # weights inside the .onnx, no stale side file
     assert info["check"]["max_abs_logit_diff"] <= TOLERANCE
     assert json.loads((tmp_path / "m_onnx" / "onnx.json").read_text())["input"] == f"uint8 [batch, 3, {size}, {size}]"
     det = Detector.load(tmp_path / "m_onnx", backend="onnx")

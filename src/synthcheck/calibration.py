@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_curve
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
@@ -34,6 +33,8 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, max_fpr: float | Non
 
     FPR here is the share of real images called AI, the error users fear most.
     """
+    from sklearn.metrics import roc_curve  # here, not at import: scoring never needs scikit-learn (~1 s)
+
     if len(np.unique(labels)) < 2:
         return {"threshold": 0.5, "rule": "default (validation has one class)"}
     fpr, tpr, thr = roc_curve(labels, probs)

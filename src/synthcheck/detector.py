@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from .calibration import probabilities
 from .checkpoint import load_model, spec_of
 from .inference import pick_device, score_logits
 from .metadata import combine_verdict, inspect
+from .models import fold_batchnorm
 from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, load_image
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -82,7 +84,7 @@ class Detector:
                  directory: Path | None = None, backend: str = "torch", precision: str = "fp32"):
         self.directory = directory
         self.device = pick_device(str(device))
-        self.model = model.to(self.device).eval()
+        self.model = fold_batchnorm(model).to(self.device).eval()  # a Detector only scores and explains
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if precision not in PRECISIONS:
@@ -168,27 +170,40 @@ class Detector:
         return list(self.predict_iter(items, names=names, batch_size=batch_size))
 
     def predict_iter(self, sources: Iterable[ImageSource], names: Iterable[str] | None = None, batch_size: int = 256,
-                     workers: int | None = None) -> Iterator[Prediction]:
-        """Stream predictions in input order: decode a batch on worker threads, score it, yield, repeat.
+                     workers: int | None = None, prefetch: int = 2) -> Iterator[Prediction]:
+        """Stream predictions in input order, pipelined: while one batch is scored, the next `prefetch`
+        batches decode on `workers` threads (in chunks, to keep per-task overhead low).
 
-        Memory stays flat however many files are given (one batch in flight).
+        Memory stays flat however many files are given (at most prefetch + 1 batches in flight).
         """
         workers = workers or os.cpu_count() or 1
         names_it = iter(names) if names is not None else None
+        chunk = max(8, batch_size // (2 * workers))
 
-        with ThreadPoolExecutor(workers) as pool:
+        def submit(batch):
+            return batch, [pool.submit(self._decode_many, batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="synthcheck-decode") as pool:
+            pending: deque = deque()
             batch: list[tuple[ImageSource, str]] = []
             for i, src in enumerate(sources):
                 name = next(names_it) if names_it is not None else _source_name(src, i)
                 batch.append((src, name))
                 if len(batch) >= batch_size:
-                    yield from self._score_batch(batch, pool)
+                    pending.append(submit(batch))
                     batch = []
+                    if len(pending) > prefetch:
+                        yield from self._score_batch(*pending.popleft())
             if batch:
-                yield from self._score_batch(batch, pool)
+                pending.append(submit(batch))
+            while pending:
+                yield from self._score_batch(*pending.popleft())
 
-    def _score_batch(self, batch, pool) -> Iterator[Prediction]:
-        decoded = list(pool.map(self.decode, batch))
+    def _decode_many(self, items: list) -> list[dict]:
+        return [self.decode(item) for item in items]
+
+    def _score_batch(self, batch, futures) -> Iterator[Prediction]:
+        decoded = [d for f in futures for d in f.result()]
         good = [i for i, d in enumerate(decoded) if "pixels" in d]
         probs = self.probabilities_from_arrays(np.stack([decoded[i]["pixels"] for i in good])) if good else []
         pmap = dict(zip(good, probs))

@@ -79,7 +79,7 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
     t0 = time.perf_counter()
     torch.onnx.export(wrapper, (example,), str(path), input_names=["images_uint8"], output_names=["logits"],
                       dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=opset, dynamo=True,
-                      verbose=False)
+                      verbose=False, external_data=False)
     _add_metadata(path, config)
     export_s = time.perf_counter() - t0
 

@@ -136,6 +136,10 @@ def _c2pa(data: bytes, fmt: str | None) -> list[Evidence]:
             "GIF": "image/gif", "AVIF": "image/avif", "HEIF": "image/heif"}.get(fmt or "")
     if mime is None:
         return []
+    # Every embedded manifest sits in a JUMBF box labelled c2pa; a byte scan costs microseconds where the
+    # reader costs ~0.1 ms per file (measured: it was most of `predict`'s per-file time on CIFAKE).
+    if b"jumb" not in data and b"c2pa" not in data:
+        return []
     try:
         with c2pa.Reader(mime, io.BytesIO(data)) as reader:
             store = json.loads(reader.json())

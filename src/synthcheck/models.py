@@ -186,5 +186,25 @@ def model_from_arch(arch: dict) -> Classifier:
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each eval-mode BatchNorm that directly follows a Conv2d into the conv's weights (in place).
+
+    Same function to ~1e-5 in the logit, ~18% faster CPU scoring for the default model (BENCHMARKS.md);
+    layer names are kept (the BatchNorm becomes Identity), so Grad-CAM targets still resolve.
+    torch's own fusion utility does the arithmetic.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            for i in range(len(mod) - 1):
+                conv, bn = mod[i], mod[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                    mod[i] = fuse_conv_bn_eval(conv, bn)
+                    mod[i + 1] = nn.Identity()
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
