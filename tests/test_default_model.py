@@ -56,3 +56,13 @@ def test_default_model_reproduces_its_card_on_cifake_test(tmp_path):
     assert m["n"] == card["n"]
     assert m["accuracy"] == pytest.approx(card["accuracy"], abs=1e-4)
     assert m["roc_auc"] == pytest.approx(card["roc_auc"], abs=1e-4)
+
+
+def test_prediction_dict_has_every_field():
+    from dataclasses import fields
+
+    from synthcheck.detector import Prediction
+
+    p = Detector.load().predict(str(SAMPLES / "ai_cifake_102_9.jpg"))[0]
+    assert set(p.to_dict()) == {f.name for f in fields(Prediction)}
+    assert p.to_dict()["prob_ai"] == p.prob_ai

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -68,7 +68,10 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies every field (~40 us per result, measured in `predict`)
+        return {"source": self.source, "prob_ai": self.prob_ai, "verdict": self.verdict, "model": self.model,
+                "error": self.error, "pixel_verdict": self.pixel_verdict, "reason": self.reason,
+                "evidence": list(self.evidence), "warnings": list(self.warnings)}
 
 
 def _source_name(src: ImageSource, i: int) -> str:
