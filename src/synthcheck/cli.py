@@ -330,7 +330,7 @@ def predict(
         if sink:
             sink.close()
     if counts:
-        console.print(f"{sum(counts.values())} scored with {det.model_id} -> {out}: "
+        console.print(f"{sum(counts.values())} results from {det.model_id} -> {out}: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), soft_wrap=True)
     if rows:
         t = Table(title=f"model {det.model_id} — threshold {det.threshold:.3f}, uncertain within ±{det.uncertain_band:.2f}")
