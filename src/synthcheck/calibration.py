@@ -80,14 +80,14 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
     import shutil
     from pathlib import Path
 
-    from .checkpoint import save_model
+    from .checkpoint import load_model, save_model
     from .data import load_imageset
     from .inference import score_logits
 
     sets = [load_imageset(s, detector.spec) for s in sources]
     images = np.concatenate([s.images for s in sets])
     labels = np.concatenate([s.labels for s in sets])
-    logits = score_logits(detector.model, images, 512, detector.device)
+    logits = detector.logits(images)
     t = fit_temperature(logits, labels)
     thr = choose_threshold(probabilities(logits, t), labels, max_fpr)
     config = dict(detector.config)
@@ -95,7 +95,9 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
                    "uncertain_band": detector.uncertain_band if uncertain_band is None else uncertain_band,
                    "calibrated_on": [str(s) for s in sources]})
     out = Path(out)
-    save_model(detector.model, out, config)
+    # the stored (unfolded) weights, not the Detector's BatchNorm-folded copy: config.json describes those
+    model, _ = load_model(detector.directory)
+    save_model(model, out, config)
     if detector.directory is not None:
         for extra in ("train_digests.safetensors",):
             if (Path(detector.directory) / extra).exists():

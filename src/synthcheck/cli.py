@@ -127,6 +127,8 @@ def train(
         result = run_train(data, out, cfg, test=test or None, resume=resume, progress=not quiet)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
+    if not result:  # a non-zero rank under torchrun: rank 0 writes the model and reports
+        raise typer.Exit(0)
     cmd = _command_line(ctx)
     result["command"] = cmd
     if notes:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, distributed
 from .augment import AugmentConfig, augment
 from .calibration import choose_threshold, fit_temperature, probabilities
 from .checkpoint import load_state, save_model, save_state, save_train_digests
@@ -186,19 +186,37 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[str | Path] | None = None,
           resume: bool = False, progress: bool = True, splits: Splits | None = None) -> dict:
-    """Train a registry model; writes `out/model/` (best weights), `out/last/` (resume state), history and curves."""
-    from tqdm.auto import tqdm
+    """Train a registry model; writes `out/model/` (best weights), `out/last/` (resume state), history and curves.
 
+    Under torchrun each process trains on a disjoint shard of every epoch with gradients all-reduced
+    (DistributedDataParallel); only rank 0 writes anything, and only rank 0 returns the model config.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    cuda = device.type == "cuda"
+    ddp, device = distributed.init(device)  # no-op unless launched by torchrun
+    try:
+        return _train(data, out, cfg, test, resume, progress and ddp.main, splits, ddp, device)
+    finally:
+        distributed.close(ddp)
 
-    splits = splits or load_splits(data, cfg, test, progress)
-    log.info("data: %s", json.dumps(splits.report))
+
+def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool, splits: Splits | None,
+           ddp: distributed.Context, device: torch.device) -> dict:
+    from tqdm.auto import tqdm
+
+    cuda = device.type == "cuda"
+    if splits is None:
+        if not ddp.main:  # rank 0 decodes into the shared cache first; the others then read it
+            distributed.barrier(ddp)
+        splits = load_splits(data, cfg, test, progress)
+        if ddp.main:
+            distributed.barrier(ddp)
+    if ddp.main:
+        log.info("data: %s", json.dumps(splits.report))
     train_x = torch.from_numpy(splits.train.images).to(device)
     train_y = torch.from_numpy(splits.train.labels).float().to(device)
     val_x, val_y = splits.val.images, splits.val.labels
@@ -207,11 +225,18 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
     model.to(device)
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    step_model = torch.compile(step_model) if cfg.compile else step_model
 
     n = len(train_x)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = n // bs if n >= bs else 1
+    # the global batch stays cfg.batch_size whatever the number of processes: same recipe, same schedule
+    bs = max(1, min(cfg.batch_size, n) // ddp.world)
+    per_rank = n // ddp.world
+    steps_per_epoch = per_rank // bs if per_rank >= bs else 1
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     opt = _make_optimizer(model, cfg)
@@ -246,7 +271,7 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
         "parameters": count_parameters(model),
         "git_commit": git_commit(),
         "synthcheck_version": __version__,
-        "hardware": hardware(device),
+        "hardware": hardware(device) + (f" x {ddp.world} processes (DDP)" if ddp.enabled else ""),
     }
     gen = torch.Generator().manual_seed(cfg.seed)
     stopped_early = False
@@ -255,7 +280,13 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
             stopped_early = True
             break
         gen.manual_seed(cfg.seed * 1000 + epoch)  # per-epoch stream: resume replays the same order
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen)  # the same on every rank
+        if ddp.enabled:
+            perm = distributed.shard(perm, ddp, steps_per_epoch * bs)
+            gen.manual_seed(cfg.seed * 1000 + epoch + 1_000_003 * ddp.rank)  # own augmentation stream per rank
+            if epoch == start_epoch:
+                _write_shard(out, ddp, epoch, perm)
+        perm = perm.to(device)
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -292,28 +323,38 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
             torch.cuda.synchronize()
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
-        val_logits = score_logits(model, val_x, batch_size=1024, device=device, amp=cfg.amp)
-        val_probs = probabilities(val_logits)
-        val_loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(val_logits).double(),
-                                                            torch.as_tensor(val_y).double()))
-        val_acc = float(((val_probs >= 0.5) == val_y).mean())
+        totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                  torch.tensor(float(seen), dtype=torch.float64, device=device)]), ddp)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
+        val_loss = val_acc = 0.0
+        if ddp.main:
+            val_logits = score_logits(model, val_x, batch_size=1024, device=device, amp=cfg.amp)
+            val_probs = probabilities(val_logits)
+            val_loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(val_logits).double(),
+                                                                torch.as_tensor(val_y).double()))
+            val_acc = float(((val_probs >= 0.5) == val_y).mean())
+        val_loss, val_acc = distributed.from_main([val_loss, val_acc], ddp, device)
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum.item() / seen, 6), "train_acc": round(correct.item() / seen, 6),
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": opt.param_groups[0]["lr"],
                "epoch_time_s": round(epoch_time, 2), "train_img_s": round(seen / epoch_time, 1)}
         history.append(row)
+        improved = val_loss < best_val  # the same on every rank: val_loss is rank 0's
+        if improved:
+            best_val, bad_epochs = val_loss, 0
+        else:
+            bad_epochs += 1
+        if not ddp.main:  # rank 0 alone writes checkpoints, history and progress
+            continue
         msg = (f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
                f"val loss {val_loss:.4f} acc {val_acc:.4f} | {epoch_time:.1f}s, {row['train_img_s']:.0f} img/s")
         (tqdm.write if progress else log.info)(msg)
-        if val_loss < best_val:
-            best_val, bad_epochs = val_loss, 0
+        if improved:
             tmp = out / "model.tmp"
             if tmp.exists():
                 shutil.rmtree(tmp)
             save_model(model, tmp, {**base_config, "epoch": epoch + 1, "val_loss": val_loss, "val_acc": val_acc,
                                     "threshold": 0.5, "temperature": 1.0})
             _replace_dir(tmp, out / "model")
-        else:
-            bad_epochs += 1
         _write_history(out, history)
         tmp = out / "last.tmp"
         if tmp.exists():
@@ -326,7 +367,17 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
     else:
         stopped_early = bad_epochs >= cfg.patience and len(history) < cfg.epochs
 
+    distributed.barrier(ddp)
+    if not ddp.main:
+        return {}
     return finalize(out, splits, cfg, train_time, stopped_early, device)
+
+
+def _write_shard(out: Path, ddp: distributed.Context, epoch: int, indices: torch.Tensor) -> None:
+    """Which training images this rank took in its first epoch: lets anyone check the shards are disjoint."""
+    d = out / "ddp"
+    d.mkdir(exist_ok=True)
+    np.save(d / f"rank{ddp.rank}_epoch{epoch + 1}.npy", indices.cpu().numpy().astype(np.int64))
 
 
 def finalize(out: Path, splits: Splits, cfg: TrainConfig, train_time: float, stopped_early: bool,
