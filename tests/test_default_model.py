@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from synthcheck import Detector
@@ -66,3 +67,16 @@ def test_prediction_dict_has_every_field():
     p = Detector.load().predict(str(SAMPLES / "ai_cifake_102_9.jpg"))[0]
     assert set(p.to_dict()) == {f.name for f in fields(Prediction)}
     assert p.to_dict()["prob_ai"] == p.prob_ai
+
+
+@pytest.mark.parametrize("kw", [{}, {"backend": "onnx"}])
+def test_scores_are_batch_invariant(kw):
+    """An image's score must not depend on which batch it arrives in (predict, server and Ray agree exactly)."""
+    det = Detector.load(**kw)
+    x = np.random.default_rng(0).integers(0, 256, (150, 3, 32, 32), dtype=np.uint8)
+    whole = det.logits(x)
+    pieces = np.concatenate([det.logits(x[i:i + 37]) for i in range(0, 150, 37)])
+    perm = np.random.default_rng(1).permutation(150)
+    shuffled = det.logits(x[perm])[np.argsort(perm)]
+    assert np.array_equal(whole, pieces) and np.array_equal(whole, shuffled)
+    assert np.array_equal(det.logits(x[:1]), whole[:1])

@@ -82,7 +82,6 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
 
     from .checkpoint import load_model, save_model
     from .data import load_imageset
-    from .inference import score_logits
 
     sets = [load_imageset(s, detector.spec) for s in sources]
     images = np.concatenate([s.images for s in sets])
