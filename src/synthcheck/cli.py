@@ -247,6 +247,14 @@ def predict(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     workers: Optional[int] = typer.Option(None, help="decoding threads (default: one per core)"),
     metadata: bool = typer.Option(True, help="read C2PA/EXIF/XMP/PNG-text evidence (--no-metadata: pixels only, faster)"),
+    manifest: Optional[Path] = typer.Option(None, help="also score the files listed here (.txt one per line, or "
+                                                        ".csv/.parquet with a 'path' column)"),
+    engine: str = typer.Option("local", help="local | ray (Ray Data actors; --out is then a folder of Parquet "
+                                             "shards; needs the synthcheck[ray] extra)"),
+    ray_workers: int = typer.Option(2, help="--engine ray: Detector actors"),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a "
+                                                         "local instance)"),
+    shard_size: int = typer.Option(10_000, help="--engine ray: files per Parquet shard (the unit of --resume)"),
 ):
     """Score images: P(AI-generated), verdict and model; broken files are named, the rest still scored.
 
@@ -261,6 +269,19 @@ def predict(
         paths.append(str(Path(__file__).resolve().parent / "samples"))
     files, missing = _expand(paths)
     files = [f for f in files if not f.endswith(".md")] if samples else files
+    if manifest is not None:
+        from .ray_scoring import read_manifest
+
+        try:
+            files += read_manifest(manifest)
+        except (OSError, ValueError) as e:
+            _fail(f"--manifest {manifest}: {e}")
+    if engine == "ray":
+        _predict_ray(files, missing, out, model, ray_workers, batch_size, shard_size, backend, precision, device,
+                     metadata, ray_address)
+        return
+    if engine != "local":
+        _fail(f"--engine must be local or ray, not {engine!r}")
     done: set[str] = set()
     if resume and out and out.exists():
         if out.suffix == ".csv":
@@ -353,6 +374,31 @@ def predict(
     if failed:
         err.print(f"[yellow]{failed} of {len(files) + len(missing)} file(s) could not be scored[/]")
     raise typer.Exit(1 if failed else 0)
+
+
+def _predict_ray(files, missing, out, model, workers, batch_size, shard_size, backend, precision, device, metadata,
+                 address):
+    try:
+        import ray  # noqa: F401
+
+        from .ray_scoring import predict_ray
+    except ImportError:
+        _fail("--engine ray needs Ray: pip install 'synthcheck[ray]'")
+    if out is None:
+        _fail("--engine ray writes Parquet shards: give --out FOLDER")
+    if missing:
+        err.print(f"[yellow]no such file or folder: {', '.join(missing)}[/]")
+    if not files:
+        _fail("no input files")
+    _load_detector(model, device, backend, precision)  # fail fast and clearly, before starting Ray
+    try:
+        res = predict_ray(files, out, model=model, workers=workers, batch_size=batch_size, shard_size=shard_size,
+                          backend=backend, precision=precision, device=device,
+                          gpus_per_worker=1.0 if device.startswith("cuda") else 0.0, metadata=metadata, address=address)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{res['files']} files in {res['shards']} shard(s) -> {out}/part-*.parquet: scored {res['scored_now']} "
+                  f"now, {res['shards_skipped']} shard(s) already done", soft_wrap=True)
 
 
 @app.command()
