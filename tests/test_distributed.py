@@ -50,3 +50,37 @@ def test_torchrun_two_gloo_processes_converge_on_disjoint_shards(tmp_path):
     assert len(a) + len(b) >= n_train - 2 * 32  # and together (almost) all of it
     hist = (out / "history.csv").read_text().splitlines()
     assert len(hist) == 1 + 6  # one writer: rank 0
+
+
+@pytest.mark.slow
+def test_torchrun_training_resumes_after_being_killed(tmp_path):
+    import signal
+    import time
+
+    data = write_dataset(tmp_path / "data", n_per_class=100, seed=4)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+
+    def cmd(*extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(_free_port()), "-m", "synthcheck.cli", "train", str(data / "train"), "--out",
+                str(out), "--epochs", "8", "--batch-size", "32", "--model", "cnn", "--quiet", *extra]
+
+    proc = subprocess.Popen(cmd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    hist = out / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if hist.exists() and len(hist.read_text().splitlines()) >= 3 and (out / "last").exists():
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole job dies mid-run, as on a preempted machine
+            break
+        time.sleep(0.05)
+    proc.wait(30)
+    before = hist.read_text().splitlines()
+    assert 3 <= len(before) < 9, "the run was not interrupted mid-way"
+    r = subprocess.run(cmd("--resume"), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = hist.read_text().splitlines()
+    assert len(after) == 9 and after[1:3] == before[1:3]  # finished epochs kept, the rest trained after resume
+    assert (out / "model" / "model_card.json").exists()
