@@ -10,9 +10,7 @@ Prints a table last; writes JSON to benchmarks/results/inference_throughput_<dev
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import RESULTS, finish  # noqa: E402
 
 
 def bench(model, x, bf16: bool, iters: int, device) -> float:
@@ -72,17 +72,9 @@ def main():
                          "img_s": round(ips, 1)})
             print(rows[-1], file=sys.stderr)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "machine": gpu or f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "benchmarks" / "results" / f"inference_throughput_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(json.dumps(meta))
-    print(f"{'model':<20} {'px':>4} {'batch':>6} {'precision':>10} {'img/s':>10}")
-    for r in rows:
-        print(f"{r['model']:<20} {r['size']:>4} {r['batch']:>6} {r['precision']:>10} {r['img_s']:>10}")
-
+    finish(RESULTS / f"inference_throughput_{device.type}.json", rows,
+           [("model", "model", 20), ("size", "px", 4), ("batch", "batch", 6), ("precision", "precision", 10),
+            ("img_s", "img/s", 10)], gpu=gpu, torch=torch.__version__)
 
 if __name__ == "__main__":
     main()

@@ -10,9 +10,7 @@ Prints a table last; writes JSON to benchmarks/results/ray_scaling.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from predict_throughput import ARCHIVE, DATA, ensure_folder, list_files  # noqa: E402
+from report import RESULTS, finish  # noqa: E402
 
 
 def timed(cmd: list[str]) -> float:
@@ -54,16 +53,8 @@ def main():
             rows.append({"row": name, "images": len(files), "seconds": round(s, 2), "img_s": round(len(files) / s, 1)})
             print(rows[-1], file=sys.stderr)
             shutil.rmtree(f"{tmp}/ray1", ignore_errors=True)
-    meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "benchmarks" / "results" / "ray_scaling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(json.dumps(meta))
-    print(f"{'row':<40} {'images':>7} {'s':>8} {'img/s':>8}")
-    for r in rows:
-        print(f"{r['row']:<40} {r['images']:>7} {r['seconds']:>8} {r['img_s']:>8}")
-
+    finish(RESULTS / "ray_scaling.json", rows,
+           [("row", "row", 40), ("images", "images", 7), ("seconds", "s", 8), ("img_s", "img/s", 8)])
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import RESULTS, finish  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data" / "cifake"
 LOCAL = ROOT / "data"  # where a GPU machine gets the archives (git-ignored, sent with `carry`)
 
@@ -172,19 +173,12 @@ def main():
                 print(rows[-1], file=sys.stderr)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "machine": gpu or f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d"), "config": os.path.relpath(args.config.resolve(), ROOT), "epochs": cfg.epochs,
-            "train_images": len(splits.train), "test_images": len(test),
-            "note": "plain trains on the whole extracted train folder (train+val, duplicates included); fast on the "
-                    "de-duplicated train split"}
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_speed_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(json.dumps(meta))
-    print(f"{'mode':<40} {'seed':>4} {'train s':>9} {'img/s':>9} {'test acc':>9}")
-    for r in rows:
-        print(f"{r['mode']:<40} {r['seed']:>4} {r['seconds']:>9} {r.get('img_s', '-'):>9} {r.get('test_acc', '-'):>9}")
+    out = args.out or RESULTS / f"train_speed_{device.type}.json"
+    finish(out, rows, [("mode", "mode", 40), ("seed", "seed", 4), ("seconds", "train s", 9), ("img_s", "img/s", 9),
+                       ("test_acc", "test acc", 9)], gpu=gpu, torch=torch.__version__,
+           config=os.path.relpath(args.config.resolve(), ROOT), epochs=cfg.epochs, train_images=len(splits.train),
+           test_images=len(test), note="plain trains on the whole extracted train folder (train+val, duplicates "
+                                       "included); fast on the de-duplicated train split")
     for mode in ("fast", "plain"):
         rs = [r for r in rows if r["mode"] == mode]
         if rs:
