@@ -26,10 +26,16 @@ pytestmark = [pytest.mark.slow,
                                  reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")]
 
 
-def test_page_uploads_an_image_and_shows_the_verdict(server):
-    url, proc, _ = server
+def test_page_uploads_an_image_and_shows_the_verdict(server, tmp_path):
+    url, proc, server_tmp = server
     OUTPUT.mkdir(parents=True, exist_ok=True)
     images = [SAMPLES / "ai_cifake_296_10.jpg", SAMPLES / "real_cifake_0296_8.jpg"]
+    # a file that is not one of the examples: its uploaded copy must be gone once it has been scored
+    own = tmp_path / "my upload.png"
+    from PIL import Image
+
+    Image.open(images[0]).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(own)
+    images.append(own)
     want = {p.name: r.verdict for p, r in zip(images, Detector.load().predict([str(p) for p in images]))}
     outside = []
     with sync_api.sync_playwright() as pw:
@@ -53,3 +59,4 @@ def test_page_uploads_an_image_and_shows_the_verdict(server):
     assert n_figures >= 2  # Grad-CAM and spectrum figures for the uploads
     assert outside == [], outside
     assert proc.poll() is None
+    assert not [p for p in server_tmp.rglob("my upload.png")], "the page kept a copy of the upload"

@@ -21,6 +21,12 @@ EXPLAIN_AT_MOST = 6  # images per upload that get Grad-CAM + spectrum figures (e
 COLOURS = {"ai": "#c0392b", "real": "#1e8449", "uncertain": "#b9770e"}
 
 
+def _is_example(path: Path, data: bytes) -> bool:
+    """Gradio serves the example images from its cache too; those copies must stay."""
+    sample = SAMPLES / path.name
+    return sample.is_file() and sample.stat().st_size == len(data) and sample.read_bytes() == data
+
+
 def _table(results: list[dict], threshold: float, band: float) -> str:
     """Verdict table; every client-supplied string is HTML-escaped (file names are data, not markup)."""
     rows = []
@@ -60,7 +66,10 @@ def build_ui(service) -> gr.Blocks:
             p = Path(p)
             size = p.stat().st_size
             # Gradio stored the upload under a random folder; only its base name is shown
-            files.append((p.name, p.read_bytes() if size <= limit else b""))
+            data = p.read_bytes() if size <= limit else b""
+            files.append((p.name, data))
+            if not _is_example(p, data):  # the upload's copy on disk is not kept: removed once read
+                p.unlink(missing_ok=True)
         results = await service.detect(files)
         for (name, data), r in zip(files, results):
             if not data and "error" in r:
