@@ -80,3 +80,16 @@ def test_scores_are_batch_invariant(kw):
     shuffled = det.logits(x[perm])[np.argsort(perm)]
     assert np.array_equal(whole, pieces) and np.array_equal(whole, shuffled)
     assert np.array_equal(det.logits(x[:1]), whole[:1])
+
+
+def test_robust_variant_is_bundled_and_scores():
+    """The README recommends it where images are resized, blurred or attacked (issue 4)."""
+    assert "robust" in bundled_models()
+    d = BUNDLED_DIR / "robust"
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["train"]["adv_eps"] > 0 and cfg["train"]["augment"]["rescale"] > 0
+    assert cfg["data"]["counts"]["real"] > 40_000 and cfg["test_metrics"]["n"] > 19_000
+    det = Detector.load("robust")
+    assert det.model_id == "robust:fastnet"
+    preds = det.predict(sorted(str(p) for p in SAMPLES.glob("*cifake*.jpg")))
+    assert all(p.ok for p in preds)
