@@ -185,3 +185,19 @@ def test_robust_training_switches(tiny_dataset, tmp_path, monkeypatch):
     assert cfg["train"]["adv_eps"] == 2 and cfg["train"]["adv_steps"] == 2
     assert cfg["train"]["augment"]["blur"] == 0.3 and cfg["train"]["augment"]["jpeg"] == 0.3
     assert calls and all(c == (2 / 255, 2) for c in calls)  # every training batch was attacked
+
+
+def test_generator_names_and_breakdown():
+    from synthcheck.evaluate import by_generator, generator_of
+
+    assert generator_of("372_stylegan_fake.png") == "stylegan"
+    assert generator_of("diffusion_000225.jpg") == "diffusion"
+    assert generator_of("coco_0012.jpg") == "coco"
+    assert generator_of("1234 (5).jpg") is None and generator_of("real_01.png") is None
+    names = ["1_gana_real.png", "2_gana_fake.png", "3_ganb_real.png", "4_ganb_fake.png", "5_ganb_fake.png"]
+    labels = np.array([0, 1, 0, 1, 1])
+    probs = np.array([0.1, 0.9, 0.6, 0.8, 0.3])
+    g = by_generator(names, labels, probs, 0.5)
+    assert g["gana"] == {"n": 2, "n_ai": 1, "accuracy": 1.0, "roc_auc": 1.0}
+    assert g["ganb"]["n"] == 3 and g["ganb"]["accuracy"] == pytest.approx(1 / 3)
+    assert by_generator(["1 (2).jpg", "3.jpg"], np.array([0, 1]), np.array([0.2, 0.7]), 0.5) is None

@@ -193,6 +193,14 @@ def evaluate(
         console.print(f"coverage: share of images outside the uncertain band ±{det.uncertain_band:.2f} around the "
                       f"threshold; conf. acc.: accuracy on that confident part")
     for k, m in res["sets"].items():
+        if m.get("by_generator"):  # file names carry the generator/source: one row each
+            g = Table(title=f"{k} — by generator (from file names)")
+            for c in ("generator", "n", "AI", "accuracy", "ROC-AUC"):
+                g.add_column(c, justify="left" if c == "generator" else "right")
+            for name, v in m["by_generator"].items():
+                g.add_row(name, str(v["n"]), str(v["n_ai"]), f(v["accuracy"]), f(v["roc_auc"]))
+            console.print(g)
+    for k, m in res["sets"].items():
         if not quiet:
             console.print(f"[bold]{k}[/]\n{m['classification_report']}")
     console.print(f"wrote {out / 'evaluation.json'} and plots under {out}/")

@@ -49,6 +49,9 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         m["source"] = str(src)
         m["excluded_train_identical"] = excluded
         m["skipped_files"] = [f"{n}: {p}" for n, p in full.skipped]
+        groups = by_generator(part.names, part.labels, probs, detector.threshold)
+        if groups:
+            m["by_generator"] = groups
         key = _slug(str(src))
         while key in results:
             key += "_"
@@ -63,6 +66,35 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
     if out_dir is not None:
         save_json(Path(out_dir) / "evaluation.json", {"model": detector.model_id, "sets": results, "summary": summary})
     return {"model": detector.model_id, "sets": results, "summary": summary}
+
+
+_LABEL_WORDS = {"real", "fake", "ai", "img", "image", "jpg", "jpeg", "png", "webp", "synthetic", "generated"}
+
+
+def generator_of(name: str) -> str | None:
+    """The generator or source a file name carries ('372_stylegan_fake.png' -> 'stylegan',
+    'diffusion_000225.jpg' -> 'diffusion', 'coco_0012.jpg' -> 'coco'); None when it carries none."""
+    stem = Path(name).stem.lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", stem) if w.isalpha() and w not in _LABEL_WORDS and len(w) > 1]
+    return "_".join(words) or None
+
+
+def by_generator(names: list[str], labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict | None:
+    """Per-generator accuracy (and ROC-AUC where a group holds both classes), when names say the generator."""
+    from sklearn.metrics import roc_auc_score
+
+    gens = np.array([generator_of(n) or "" for n in names])
+    kinds = sorted(set(gens) - {""})
+    if len(kinds) < 2 or (gens == "").mean() > 0.5:
+        return None
+    out = {}
+    for g in kinds:
+        m = gens == g
+        y, p = labels[m], probs[m]
+        both = len(np.unique(y)) == 2
+        out[g] = {"n": int(m.sum()), "n_ai": int(y.sum()), "accuracy": float(((p >= threshold) == (y == 1)).mean()),
+                  "roc_auc": float(roc_auc_score(y, p)) if both else None}
+    return out
 
 
 def summarize(results: dict) -> dict:
