@@ -27,7 +27,9 @@ def _setup_logging(verbose: bool = False):
 
 
 def _fail(msg: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # file names may hold [brackets]
     raise typer.Exit(code)
 
 
@@ -635,6 +637,31 @@ def audit(
                   "[red]FLAG[/]" if v["flagged"] else "ok")
     console.print(t)
     console.print(f"wrote {out / 'audit.json'} and {out / 'audit_features.png'}")
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="TOML: data, test, [train] recipe, [[model]] entries (see configs/compare_cifake.toml)"),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Train several registry models under one protocol; one table (JSON, Markdown) and one plot."""
+    from .compare import compare as run_compare
+
+    _setup_logging(not quiet)
+    try:
+        rows = run_compare(config, out, progress=not quiet)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    t = Table(title=f"{config} — one protocol, this machine")
+    for c in ("model", "params", "epochs", "train s", "test acc", "ROC-AUC", "score img/s", "acc @ JPEG 75"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in rows:
+        t.add_row(r["label"], f"{r['parameters'] / 1e6:.2f} M", str(r["epochs"]), f"{r['train_time_s']:.0f}",
+                  f"{r['test_accuracy']:.4f}", f"{r['test_roc_auc']:.4f}", f"{r['score_img_s']:,.0f}",
+                  f"{r['jpeg75_accuracy']:.4f}")
+    console.print(t)
+    console.print(f"wrote {out / 'compare.json'}, {out / 'compare.md'} and {out / 'compare.png'}")
 
 
 @app.command()
