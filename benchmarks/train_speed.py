@@ -78,6 +78,7 @@ def run_fast(cfg, splits, seed: int, out: Path) -> dict:
 def run_plain(cfg, folder: Path, seed: int, device: torch.device, limit: int | None) -> tuple[torch.nn.Module, float]:
     from torchvision import datasets, transforms
 
+    from synthcheck.data import LABEL_DIRS
     from synthcheck.models import build_model
     from synthcheck.train import _make_optimizer, _make_schedule, seed_everything
 
@@ -86,7 +87,7 @@ def run_plain(cfg, folder: Path, seed: int, device: torch.device, limit: int | N
                                                                                       padding_mode="reflect"),
                              transforms.ToTensor()])
     ds = datasets.ImageFolder(str(folder), transform=tf)
-    ds.target_transform = lambda t: float(ds.classes[t].upper() in ("FAKE", "AI", "1_FAKE"))
+    ds.target_transform = lambda t: float(LABEL_DIRS[ds.classes[t].lower()])  # the project's label layouts
     if limit:
         rng = np.random.default_rng(seed)
         ds.samples = [ds.samples[i] for i in rng.permutation(len(ds.samples))[:limit]]

@@ -54,10 +54,9 @@ def score_speed(det, images: np.ndarray, repeats: int = 3) -> float:
 
 
 def jpeg_accuracy(det, images: np.ndarray, labels: np.ndarray, quality: int = 75) -> float:
-    from .preprocess import load_image
-    from .robustness import jpeg
+    from .robustness import apply_damage
 
-    damaged = np.stack([load_image(jpeg(im, quality), det.spec) for im in images.transpose(0, 2, 3, 1)])
+    damaged = apply_damage(images, "jpeg", quality, det.spec, np.random.default_rng(0))
     return float(((det.probabilities_from_arrays(damaged) >= det.threshold) == (labels == 1)).mean())
 
 

@@ -74,6 +74,12 @@ class Prediction:
                 "evidence": list(self.evidence), "warnings": list(self.warnings)}
 
 
+def stack_decoded(decoded: list[dict]) -> np.ndarray:
+    """The pixels of the inputs that decoded, stacked for one model call (failures are skipped)."""
+    good = [d["pixels"] for d in decoded if "pixels" in d]
+    return np.stack(good) if good else np.zeros((0, 3, 1, 1), np.uint8)
+
+
 def _source_name(src: ImageSource, i: int) -> str:
     if isinstance(src, (str, Path)):
         return str(src)
@@ -207,14 +213,21 @@ class Detector:
 
     def _score_batch(self, batch, futures) -> Iterator[Prediction]:
         decoded = [d for f in futures for d in f.result()]
-        good = [i for i, d in enumerate(decoded) if "pixels" in d]
-        probs = self.probabilities_from_arrays(np.stack([decoded[i]["pixels"] for i in good])) if good else []
-        pmap = dict(zip(good, probs))
-        for i, (src, name) in enumerate(batch):
-            if i not in pmap:
-                yield Prediction(name, model=self.model_id, error=decoded[i]["error"])
+        pixels = stack_decoded(decoded)
+        probs = self.probabilities_from_arrays(pixels) if len(pixels) else np.zeros(0)
+        yield from self.predictions([name for _, name in batch], decoded, probs)
+
+    def predictions(self, names: Sequence[str], decoded: list[dict], probs: np.ndarray) -> Iterator[Prediction]:
+        """Decoded inputs + P(AI) of the readable ones (in order, as `stack_decoded` stacked them) -> Predictions.
+
+        The one place a batch becomes verdicts: `predict_iter` and the server both end here.
+        """
+        it = iter(probs)
+        for name, d in zip(names, decoded):
+            if "pixels" not in d:
+                yield Prediction(name, model=self.model_id, error=d["error"])
             else:
-                yield self.make_prediction(name, decoded[i], float(pmap[i]))
+                yield self.make_prediction(name, d, float(next(it)))
 
     def make_prediction(self, name: str, decoded: dict, p: float) -> Prediction:
         """Score + metadata + domain check -> the verdict (the one place verdicts are made)."""

@@ -60,9 +60,9 @@ def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: 
     model.eval()
     cl = device.type == "cuda" or (cpu_bf16 and device.type == "cpu")
     if device.type == "cpu":
-        # Activations of small chunks stay in cache: for the default model on 2 cores, chunks of 64-128 score
-        # ~2,800 img/s in fp32 vs 2,130 at 256 and ~1,500 at 1024 (bf16: ~8,200 vs 5,700 at 1024);
-        # 64 also keeps the padding of a lone image (a server request) cheap.
+        # Activations of small chunks stay in cache: for the default model on 2 cores, fp32 scores 2,740 img/s
+        # in chunks of 64 vs 2,130 in 256; bf16 8,488 in 128 vs 5,717 in 1024 (BENCHMARKS.md). Small
+        # chunks also keep the padding of a lone image (a server request) cheap.
         batch_size = min(batch_size, CPU_CHUNK_BF16 if cpu_bf16 else CPU_CHUNK)
     out = []
     n = len(images)

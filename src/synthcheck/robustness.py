@@ -93,6 +93,15 @@ DAMAGE = {
 }
 
 
+def apply_damage(images: np.ndarray, name: str, level, spec, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [N,3,S,S] -> the same images damaged by DAMAGE[name] at `level`, back through the shared
+    preprocessing (so a resized image is refitted exactly as a served one would be)."""
+    from .preprocess import load_image
+
+    fn = DAMAGE[name][0]
+    return np.stack([load_image(fn(im, level, rng), spec) for im in images.transpose(0, 2, 3, 1)])
+
+
 # --- the report ------------------------------------------------------------------------------------
 
 def _metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
@@ -114,7 +123,6 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
 
     from .data import load_imageset, save_json
     from .evaluate import drop_train_identical, evaluation_part
-    from .preprocess import load_image
 
     s, _ = drop_train_identical(detector, evaluation_part(load_imageset(source, detector.spec, progress=progress)))
     rng = np.random.default_rng(seed)
@@ -124,11 +132,9 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
     labels, thr = s.labels, detector.threshold
     report = {"model": detector.model_id, "source": str(source), "n": int(len(labels)), "threshold": thr,
               "clean": _metrics(labels, detector.probabilities_from_arrays(s.images), thr), "damage": {}, "attacks": {}}
-    hwc = s.images.transpose(0, 2, 3, 1)
     jobs = [(name, level) for name, (_, levels) in DAMAGE.items() for level in levels]
     for name, level in tqdm(jobs, desc="damage", disable=not progress):
-        fn = DAMAGE[name][0]
-        damaged = np.stack([load_image(fn(im, level, rng), detector.spec) for im in hwc])
+        damaged = apply_damage(s.images, name, level, detector.spec, rng)
         report["damage"].setdefault(name, {})[str(level)] = _metrics(labels, detector.probabilities_from_arrays(damaged),
                                                                      thr)
     model, dev = detector.model, detector.device

@@ -7,7 +7,8 @@ decoder, and every model call (scoring and explanations, whose captum hooks must
 requests' forward passes) goes through that one thread.
 
 Everything a client sends is treated as data: limits are checked before work, upload names are
-only echoed back, uploads never touch the disk, and every failure is a JSON 4xx.
+only echoed back, uploads are parsed in memory (the multipart parser's spill files for parts over
+1 MB are deleted before the response), and every failure is a JSON 4xx.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import __version__
-from .detector import Detector, bundled_models
+from .detector import Detector, bundled_models, stack_decoded
 from .preprocess import ImageError
 
 log = logging.getLogger("synthcheck.serve")
@@ -196,24 +197,23 @@ class Service:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         decoded = await asyncio.gather(*(loop.run_in_executor(self.decoders, self._timed_decode, f) for f in files))
-        good = [i for i, d in enumerate(decoded) if "pixels" in d]
-        probs: dict[int, float] = {}
+        pixels = stack_decoded(decoded)
         t_model = 0.0
-        if good:
+        probs = np.zeros(0)
+        if len(pixels):
             t1 = time.perf_counter()
-            scores = await self.worker.score(np.stack([decoded[i]["pixels"] for i in good]))
+            probs = await self.worker.score(pixels)
             t_model = time.perf_counter() - t1
-            probs = {i: float(p) for i, p in zip(good, scores)}
+        preds = self.detector.predictions([name for name, _ in files], decoded, probs)
         results = []
-        for i, ((name, data), d) in enumerate(zip(files, decoded)):
+        for (name, data), d, pred in zip(files, decoded, preds):
             r: dict = {"file": name, "bytes": len(data)}
-            if i in probs:
-                pred = self.detector.make_prediction(name, d, probs[i])
+            if pred.ok:
                 r.update(prob_ai=pred.prob_ai, verdict=pred.verdict, pixel_verdict=pred.pixel_verdict,
                          reason=pred.reason, evidence=pred.evidence, warnings=pred.warnings,
                          width=d["size"][1], height=d["size"][0])
             else:
-                r["error"] = d["error"]
+                r["error"] = pred.error
             r["timing_ms"] = {"decode": round(d["decode_s"] * 1000, 2), "model": round(t_model * 1000, 2),
                               "total": round((time.perf_counter() - t0) * 1000, 2)}
             results.append(r)
@@ -226,15 +226,20 @@ class Service:
         d["decode_s"] = time.perf_counter() - t0
         return d
 
-    async def explain(self, name: str, data: bytes, method: str):
-        """-> (Explanation, PNG bytes). Raises ImageError for an image that cannot be scored."""
+    async def explain(self, name: str, data: bytes, methods: list[str]) -> list[tuple]:
+        """-> [(Explanation, PNG bytes)] per method, from one decode and one scoring of the image.
+        Raises ImageError for an image that cannot be scored."""
         from .explain import render
 
-        expl = (await self.worker.run(self.detector.explain, data, [method], name))[0]
-        reference = self.detector.reference_spectra() if method == "spectrum" else None
-        buf = io.BytesIO()
-        await asyncio.get_running_loop().run_in_executor(self.decoders, render, expl, buf, reference)
-        return expl, buf.getvalue()
+        expls = await self.worker.run(self.detector.explain, data, methods, name)
+        loop = asyncio.get_running_loop()
+        out = []
+        for expl in expls:
+            reference = self.detector.reference_spectra() if expl.method == "spectrum" else None
+            buf = io.BytesIO()
+            await loop.run_in_executor(self.decoders, render, expl, buf, reference)
+            out.append((expl, buf.getvalue()))
+        return out
 
     def model_info(self) -> dict:
         c = self.detector.config
@@ -431,7 +436,7 @@ def create_app(settings: ServeSettings | None = None, detector: Detector | None 
                 raise ApiError(400, "one_image", f"explain takes one image, got {len(files)}")
             name, data = files[0]
             try:
-                return await service.explain(name, data, method)
+                return (await service.explain(name, data, [method]))[0]
             except ImageError as e:
                 raise ApiError(422, "bad_image", f"{name}: {e.problem}") from None
 

@@ -78,9 +78,8 @@ def build_ui(service) -> gr.Blocks:
         for (name, data), r in list(zip(files, results)):
             if "error" in r or len(gallery) >= 2 * EXPLAIN_AT_MOST:
                 continue
-            for method in ("gradcam", "spectrum"):
-                expl, png = await service.explain(name, data, method)
-                gallery.append((Image.open(io.BytesIO(png)), f"{name}: {method}"))
+            for expl, png in await service.explain(name, data, ["gradcam", "spectrum"]):
+                gallery.append((Image.open(io.BytesIO(png)), f"{name}: {expl.method}"))
         return _table(results, det.threshold, det.uncertain_band), gallery, {"model": det.model_id, "results": results}
 
     with gr.Blocks(title="SynthCheck", analytics_enabled=False, delete_cache=(3600, 3600)) as ui:
