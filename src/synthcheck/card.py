@@ -11,6 +11,15 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _policy(pre: dict) -> str:
+    s = pre["image_size"]
+    if pre["resize_policy"] == "tiles":
+        n = pre.get("tiles", 1)
+        return (f"a {n}×{n} grid of native-resolution {s}×{s} tiles (never resampled unless the image is smaller); "
+                "the score is the mean tile logit")
+    return f"{pre['resize_policy']} to {s}×{s}"
+
+
 def write_model_card(model_dir: Path, config: dict, command: str | None = None, notes: str | None = None) -> None:
     model_dir = Path(model_dir)
     t, d = config.get("train", {}), config.get("data", {})
@@ -41,10 +50,12 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         f"- Architecture: `{config['arch']['name']}` ({config.get('parameters', 0):,} parameters), "
         f"ImageNet weights: {config['arch'].get('weights') or 'no'}, input resized in-model to: "
         f"{config['arch'].get('input_size') or 'native'}",
-        f"- Preprocessing: decode → RGB → {config['preprocess']['resize_policy']} to "
-        f"{config['preprocess']['image_size']}×{config['preprocess']['image_size']} (synthcheck.preprocess)",
-        f"- Training data: {', '.join(d.get('sources', []))} — {d.get('counts')} after a "
-        f"{t.get('val_fraction')} stratified validation split (seed {t.get('seed')}); fingerprint `{d.get('fingerprint')}`",
+        f"- Preprocessing: decode → RGB → {_policy(config['preprocess'])} (synthcheck.preprocess)",
+        f"- Training data: {', '.join(d.get('sources', []))} — {d.get('counts')} after "
+        + (f"holding out a seeded {d['test_held_out']['fraction']} test part (stratified by "
+           f"{d['test_held_out']['stratified_by']}) and " if d.get("test_held_out") else "")
+        + f"a {t.get('val_fraction')} stratified validation split (seed {t.get('seed')}); fingerprint "
+        f"`{d.get('fingerprint')}`" + ("; backbone frozen (linear probe)" if t.get("freeze_backbone") else ""),
         f"- Training: {t.get('epochs')} epochs max (kept epoch {config.get('epoch')}), {t.get('optimizer')} lr {t.get('lr')}, "
         f"{t.get('schedule')} schedule, batch {t.get('batch_size')}, augmentation {t.get('augment')}; "
         f"{config.get('train_time_s')} s of training",

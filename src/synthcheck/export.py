@@ -56,8 +56,15 @@ class OnnxScorer:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        from .inference import cpu_chunk
+
         images = np.ascontiguousarray(images, dtype=np.uint8)
-        batch_size = min(batch_size, 64)  # small chunks stay in cache: 2,490 img/s at 64 vs 1,780 at 1024 (2 cores)
+        if images.ndim == 5:  # tiles: mean logit per image, as score_logits
+            from .inference import tile_mean
+
+            return tile_mean(lambda flat: self(flat, batch_size), images)
+        # small chunks stay in cache: 2,490 img/s at 64 vs 1,780 at 1024 (2 cores, 32 px)
+        batch_size = min(batch_size, cpu_chunk(images.shape[-1]))
         out = []
         for i in range(0, len(images), batch_size):  # padded chunks: batch-invariant, as score_logits
             chunk = images[i:i + batch_size]

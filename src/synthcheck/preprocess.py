@@ -29,7 +29,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-RESIZE_POLICIES = ("resize", "center_crop", "crop")
+RESIZE_POLICIES = ("resize", "center_crop", "crop", "tiles")
 
 # Only these decoders ever see user bytes. Pillow can open more (EPS hands the file to Ghostscript,
 # PSD/ICNS/FITS... are rarely photos and widen the attack surface), so everything else is refused.
@@ -81,23 +81,51 @@ class PreprocessSpec:
 
     `image_size` is the square size pixels are stored at; `resize_policy` says how
     other sizes are brought to it: `resize` (whole image, bilinear), `center_crop`
-    (short side resized, centre cut) or `crop` (centre cut at native resolution,
-    so generator artifacts are never resampled; smaller images are resized up).
+    (short side resized, centre cut), `crop` (centre cut at native resolution,
+    so generator artifacts are never resampled; smaller images are resized up) or
+    `tiles` (a `tiles` x `tiles` grid of native-resolution crops spread evenly over
+    the image; the model scores each and the logits are averaged). With tiles > 1
+    an image becomes [tiles², 3, S, S] instead of [3, S, S].
     """
 
     image_size: int = 32
     resize_policy: str = "resize"
     version: int = PREPROCESS_VERSION
+    tiles: int = 1
+
+    def __post_init__(self):
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {self.resize_policy!r}; choose one of {RESIZE_POLICIES}")
+        if self.tiles < 1 or (self.tiles > 1 and self.resize_policy != "tiles"):
+            raise ValueError("tiles > 1 needs resize_policy 'tiles' (and tiles must be >= 1)")
+
+    @property
+    def n_tiles(self) -> int:
+        return self.tiles * self.tiles
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessSpec":
-        return cls(**{k: d[k] for k in ("image_size", "resize_policy", "version") if k in d})
+        return cls(**{k: d[k] for k in ("image_size", "resize_policy", "version", "tiles") if k in d})
+
+    @classmethod
+    def parse(cls, image_size: int, policy: str) -> "PreprocessSpec":
+        """'tiles:3' -> 3x3 tiles; any other policy name as is (for --policy flags)."""
+        name, _, n = policy.partition(":")
+        if name == "tiles":
+            return cls(image_size, "tiles", tiles=int(n or 3))
+        if n:
+            raise ValueError(f"policy {policy!r}: only 'tiles' takes a count (tiles:N)")
+        return cls(image_size, name)
+
+    def label(self) -> str:
+        return f"tiles:{self.tiles}" if self.resize_policy == "tiles" else self.resize_policy
 
     def cache_tag(self) -> str:
-        return f"s{self.image_size}-{self.resize_policy}-v{self.version}"
+        tiles = f"-t{self.tiles}" if self.tiles > 1 else ""
+        return f"s{self.image_size}-{self.resize_policy}{tiles}-v{self.version}"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -232,7 +260,9 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
         img = img.resize((nw, nh), Image.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
-    else:  # crop: keep native pixels; upsample only images smaller than the crop
+    elif policy == "tiles":  # one image: the centre tile
+        return tile_grid(arr, size, 1)[0]
+    else:  # crop (and each tile): keep native pixels; upsample only images smaller than the crop
         if min(h, w) < size:
             return fit_to_size(arr, size, "center_crop")
         left, top = (w - size) // 2, (h - size) // 2
@@ -240,17 +270,41 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
+def tile_grid(arr: np.ndarray, size: int, n: int) -> np.ndarray:
+    """n x n native-resolution size x size crops spread evenly over an HxWx3 image -> [n², size, size, 3].
+
+    Pixels are never resampled unless the image is smaller than one tile (then its short side is
+    brought up to `size` first, as `crop` does). Tiles overlap when n * size exceeds the image.
+    """
+    if min(arr.shape[:2]) < size:
+        h, w = arr.shape[:2]
+        scale = size / min(h, w)
+        arr = np.asarray(Image.fromarray(arr).resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                                                     Image.BILINEAR), dtype=np.uint8)
+    h, w = arr.shape[:2]
+    ys = np.linspace(0, h - size, n).round().astype(int) if n > 1 else [(h - size) // 2]
+    xs = np.linspace(0, w - size, n).round().astype(int) if n > 1 else [(w - size) // 2]
+    return np.stack([arr[y:y + size, x:x + size] for y in ys for x in xs])
+
+
 def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, return_size: bool = False):
-    """The shared entry point: any source -> uint8 CxHxW array at spec.image_size.
+    """The shared entry point: any source -> uint8 CxHxW array at spec.image_size ([T,C,H,W] for tiles > 1).
 
     With `return_size`, also the decoded (height, width) before fitting, which the
     out-of-domain check compares with the training data.
     """
     arr = decode_image(source, name, max_pixels=max_pixels)
     size = arr.shape[:2]
-    arr = np.ascontiguousarray(fit_to_size(arr, spec.image_size, spec.resize_policy).transpose(2, 0, 1))
-    return (arr, size) if return_size else arr
+    return (fit(arr, spec), size) if return_size else fit(arr, spec)
+
+
+def fit(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Decoded HxWx3 RGB -> the model's uint8 input: [3,S,S], or [T,3,S,S] when the spec tiles."""
+    if spec.resize_policy == "tiles":
+        t = tile_grid(arr, spec.image_size, spec.tiles)
+        return np.ascontiguousarray(t.transpose(0, 3, 1, 2) if spec.tiles > 1 else t[0].transpose(2, 0, 1))
+    return np.ascontiguousarray(fit_to_size(arr, spec.image_size, spec.resize_policy).transpose(2, 0, 1))
 
 
 def image_info(source: ImageSource, name: str | None = None) -> dict:

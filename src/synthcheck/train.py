@@ -52,6 +52,9 @@ class TrainConfig:
     schedule: str = "onecycle"          # onecycle | cosine | constant
     patience: int = 4                   # early stopping on validation loss
     val_fraction: float = 0.05
+    test_fraction: float = 0.0          # hold out a seeded test part when no test data is given
+    tiles: int = 1                      # resize_policy "tiles": n x n native crops per image (training draws one)
+    freeze_backbone: bool = False       # train only the last linear layer (a linear probe on frozen features)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
@@ -107,9 +110,20 @@ def hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def freeze_all_but_head(model: torch.nn.Module) -> None:
+    """Linear probe (as UnivFD): only the last Linear layer learns; the pretrained features stay fixed."""
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+
 def _make_optimizer(model, cfg: TrainConfig):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
@@ -132,10 +146,10 @@ def _make_schedule(opt, cfg: TrainConfig, total_steps: int):
 
 def load_splits(data: list[str | Path], cfg: TrainConfig, test: list[str | Path] | None = None,
                 progress: bool = True) -> Splits:
-    spec = PreprocessSpec(cfg.image_size, cfg.resize_policy)
+    spec = PreprocessSpec(cfg.image_size, cfg.resize_policy, tiles=cfg.tiles)
     sets = [load_imageset(s, spec, workers=cfg.workers, progress=progress) for s in data]
     tests = [load_imageset(s, spec, workers=cfg.workers, progress=progress) for s in (test or [])]
-    splits = make_splits(sets, cfg.val_fraction, cfg.seed, tests, cfg.exclude_duplicates)
+    splits = make_splits(sets, cfg.val_fraction, cfg.seed, tests, cfg.exclude_duplicates, cfg.test_fraction)
     if cfg.limit_train and cfg.limit_train < len(splits.train):
         from .data import stratified_split
         _, keep = stratified_split(splits.train.labels, cfg.limit_train / len(splits.train), cfg.seed)
@@ -222,6 +236,8 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
     val_x, val_y = splits.val.images, splits.val.labels
 
     model, arch = build_model(cfg.model, cfg.weights, cfg.input_size)
+    if cfg.freeze_backbone:
+        freeze_all_but_head(model)
     model.to(device)
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -263,7 +279,7 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
 
     base_config = {
         "arch": arch,
-        "preprocess": PreprocessSpec(cfg.image_size, cfg.resize_policy).to_dict(),
+        "preprocess": PreprocessSpec(cfg.image_size, cfg.resize_policy, tiles=cfg.tiles).to_dict(),
         "train": cfg.to_dict(),
         "data": {"sources": [str(d) for d in data], "test_sources": [str(t) for t in (test or [])],
                  "fingerprint": splits.train.fingerprint(), "counts": splits.train.counts(),
@@ -288,6 +304,8 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
                 _write_shard(out, ddp, epoch, perm)
         perm = perm.to(device)
         model.train()
+        if cfg.freeze_backbone:  # frozen features: BatchNorm statistics and dropout stay as pretrained
+            model.backbone.eval()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
@@ -296,7 +314,11 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
                    mininterval=1.0, leave=False)
         for step in bar:
             idx = perm[step * bs:(step + 1) * bs]
-            x = augment(to_input(train_x[idx]), cfg.augment, gen)
+            xb = train_x[idx]
+            if xb.ndim == 5:  # tiles: one random native crop of each image per step
+                pick = torch.randint(xb.shape[1], (len(idx),), generator=gen).to(device)
+                xb = xb[torch.arange(len(idx), device=device), pick]
+            x = augment(to_input(xb), cfg.augment, gen)
             y = train_y[idx]
             if cfg.adv_eps > 0:  # Madry et al. (2018): train on PGD examples made against the current weights
                 model.eval()
