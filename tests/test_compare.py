@@ -35,6 +35,14 @@ label = "small fastnet"
     assert rows[0]["parameters"] != rows[1]["parameters"]
     assert (tmp_path / "out" / "compare.png").stat().st_size > 0
     assert "small fastnet" in (tmp_path / "out" / "compare.md").read_text()
+    # --resume with one more model: the measured two are kept as they are, only the new one trains
+    cfg.write_text(cfg.read_text() + '[[model]]\nname = "fastnet_s"\nlabel = "third"\n')
+    (tmp_path / "out" / "cnn" / "history.csv").unlink()
+    r = CliRunner().invoke(app, ["compare", str(cfg), "--out", str(tmp_path / "out"), "--quiet", "--resume"])
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "out" / "compare.json").read_text())["rows"]
+    assert [x["label"] for x in again] == ["cnn", "small fastnet", "third"] and again[:2] == rows
+    assert not (tmp_path / "out" / "cnn" / "history.csv").exists()
 
 
 def test_compare_rejects_a_config_without_models(tmp_path):

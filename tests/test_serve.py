@@ -57,8 +57,10 @@ def test_health_ready_docs_and_models(client, det):
     assert {"/v1/detect", "/v1/explain", "/v1/models", "/healthz", "/readyz"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/detect"]["post"]["requestBody"]["content"]
     m = client.get("/v1/models").json()
-    assert m["loaded"]["id"] == det.model_id and "default" in m["bundled"]
-    assert m["loaded"]["threshold"] == pytest.approx(det.threshold)
+    assert m["loaded"]["id"] == det.model_id == "auto" and {"default", "photo"} <= set(m["bundled"])
+    for name, member in det.members.items():  # the auto detector: every model it routes to, with its settings
+        assert m["loaded"]["members"][name]["threshold"] == pytest.approx(member.threshold)
+        assert m["loaded"]["members"][name]["resize_policy"] == member.spec.label()
     assert m["limits"]["max_files"] == 16 and m["limits"]["api_key"] is False
 
 
@@ -71,7 +73,11 @@ def test_detect_matches_the_library_exactly(client, det):
     for got, want, path in zip(body["results"], lib, SAMPLES):
         assert got["file"] == path.name
         assert got["prob_ai"] == want.prob_ai and got["verdict"] == want.verdict
+        assert got["model"] == want.model and got["route"] == want.route and got["threshold"] == want.threshold
         assert got["timing_ms"]["total"] >= got["timing_ms"]["decode"] >= 0
+    # each image went to the model made for its size: the 512 px sample to the photo model
+    models = {path.name: got["model"] for got, path in zip(body["results"], SAMPLES)}
+    assert all(m.startswith("photo:" if "diffusiondb" in n else "default:") for n, m in models.items())
     # CIFAKE samples are named by their true class: no confident verdict is wrong (one is a hard case)
     for got in body["results"]:
         if "cifake" in got["file"]:

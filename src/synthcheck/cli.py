@@ -75,7 +75,11 @@ def train(
     weights: Optional[str] = typer.Option(None, help="'imagenet' for torchvision backbones"),
     input_size: Optional[int] = typer.Option(None, help="resize inside the model to this size"),
     image_size: Optional[int] = typer.Option(None, help="decode/store images at this size"),
-    resize_policy: Optional[str] = typer.Option(None, help="resize | center_crop | crop"),
+    resize_policy: Optional[str] = typer.Option(None, help="resize | center_crop | crop | tiles"),
+    tiles: Optional[int] = typer.Option(None, help="with --resize-policy tiles: an N x N grid of native crops"),
+    test_fraction: Optional[float] = typer.Option(None, help="hold out this seeded, stratified part as test data"),
+    freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone",
+                                                   help="linear probe: train only the last layer"),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
     lr: Optional[float] = typer.Option(None),
@@ -119,7 +123,8 @@ def train(
                  resize_policy=resize_policy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  optimizer=optimizer, schedule=schedule, patience=patience, val_fraction=val_fraction, seed=seed,
                  device=device, compile=compile, max_fpr=max_fpr, uncertain_band=uncertain_band, limit_train=limit_train,
-                 max_steps_per_epoch=max_steps_per_epoch, adv_eps=adv_eps, adv_steps=adv_steps)
+                 max_steps_per_epoch=max_steps_per_epoch, adv_eps=adv_eps, adv_steps=adv_steps, tiles=tiles,
+                 test_fraction=test_fraction, freeze_backbone=freeze_backbone)
     opts.update({k: v for k, v in flags.items() if v is not None})
     aug = dict(opts.pop("augment", {}))
     aug.update({k: v for k, v in dict(flip=flip, shift=shift, rotate=rotate, zoom=zoom, blur=aug_blur, jpeg=aug_jpeg,
@@ -160,10 +165,13 @@ PRECISION_HELP = "fp32 | bf16 (bf16 autocast + channels-last; fast on CPUs with 
 
 @app.command()
 def evaluate(
-    model: str = typer.Argument(..., help="model directory, run directory or bundled name ('default')"),
+    model: str = typer.Argument(..., help="model directory, run directory or bundled name ('auto', 'default', "
+                                          "'photo', 'robust')"),
     data: List[Path] = typer.Argument(..., help="one or more labelled test sets (folders or tar archives)"),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="folder for metrics JSON and PNG plots"),
     include_train_identical: bool = typer.Option(False, help="keep test files byte-identical to training files"),
+    policy: Optional[str] = typer.Option(None, help="score with another input policy than the model's own: resize | "
+                                                    "center_crop | crop | tiles:N (to compare policies)"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -174,10 +182,12 @@ def evaluate(
     _setup_logging(not quiet)
     det = _load_detector(model, backend=backend, precision=precision)
     try:
+        if policy:
+            det.use_policy(policy)
         res = evaluate_sets(det, data, out, exclude_train=not include_train_identical, progress=not quiet)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    t = Table(title=f"{det.model_id} (threshold {det.threshold:.3f}, T={det.temperature:.3f})")
+    t = Table(title=det.describe())
     for c in ("set", "n", "excluded", "accuracy", "precision", "recall", "F1", "ROC-AUC", "AP", "ECE", "coverage",
               "conf. acc."):
         t.add_column(c, justify="right" if c != "set" else "left")
@@ -191,9 +201,11 @@ def evaluate(
         t.add_row("mean", "", "", f(mm["accuracy"]), "", "", f(mm["f1"]), f(mm["roc_auc"]),
                   f(mm["average_precision"]), f(mm["ece"]), f(mm.get("coverage")), f(mm.get("confident_accuracy")))
     console.print(t)
-    if det.uncertain_band > 0:
-        console.print(f"coverage: share of images outside the uncertain band ±{det.uncertain_band:.2f} around the "
-                      f"threshold; conf. acc.: accuracy on that confident part")
+    console.print("coverage: share of images outside the uncertain band around the threshold; conf. acc.: "
+                  "accuracy on that confident part")
+    for k, m in res["sets"].items():
+        if m.get("routed"):
+            console.print(f"{k}: scored by " + ", ".join(f"{name} {n}" for name, n in m["routed"].items() if n))
     for k, m in res["sets"].items():
         if m.get("by_generator"):  # file names carry the generator/source: one row each
             g = Table(title=f"{k} — by generator (from file names)")
@@ -366,7 +378,7 @@ def predict(
         console.print(f"{sum(counts.values())} results from {det.model_id} -> {out}: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), soft_wrap=True)
     if rows:
-        t = Table(title=f"model {det.model_id} — threshold {det.threshold:.3f}, uncertain within ±{det.uncertain_band:.2f}")
+        t = Table(title=det.describe())
         t.add_column("file", overflow="fold"); t.add_column("P(AI)", justify="right"); t.add_column("verdict"); t.add_column("notes")
         for p in rows[:1000]:
             if p.ok:
@@ -375,6 +387,8 @@ def predict(
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
                 if p.verdict != p.pixel_verdict:
                     notes.insert(0, f"pixels alone: {p.pixel_verdict}")
+                if p.route:
+                    notes.insert(0, f"model {p.model}")
                 t.add_row(_display(p.source), f"{p.prob_ai:.4f}", f"[{colour}]{p.verdict}[/]", "\n".join(notes))
             else:
                 t.add_row(_display(p.source), "-", "[bold red]error[/]", p.error)
@@ -643,6 +657,7 @@ def audit(
 def compare(
     config: Path = typer.Argument(..., help="TOML: data, test, [train] recipe, [[model]] entries (see configs/compare_cifake.toml)"),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o"),
+    resume: bool = typer.Option(False, "--resume", help="keep the models OUT/compare.json already has; train the rest"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Train several registry models under one protocol; one table (JSON, Markdown) and one plot."""
@@ -650,7 +665,7 @@ def compare(
 
     _setup_logging(not quiet)
     try:
-        rows = run_compare(config, out, progress=not quiet)
+        rows = run_compare(config, out, progress=not quiet, resume=resume)
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         _fail(str(e))
     t = Table(title=f"{config} — one protocol, this machine")

@@ -61,7 +61,9 @@ def jpeg_accuracy(det, images: np.ndarray, labels: np.ndarray, quality: int = 75
 
 
 def compare(config_path: Path, out: Path, progress: bool = True, speed_images: int = 1024,
-            jpeg_images: int = 2000) -> list[dict]:
+            jpeg_images: int = 2000, resume: bool = False) -> list[dict]:
+    """Train and measure each [[model]] of the config; with `resume`, models already in OUT/compare.json are
+    kept as measured and only the others are trained (same data, same splits: they are seeded)."""
     from .detector import Detector
     from .evaluate import drop_train_identical
 
@@ -69,10 +71,13 @@ def compare(config_path: Path, out: Path, progress: bool = True, speed_images: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = dict(cfg.get("train", {}))
-    splits = load_splits(cfg["data"], _train_config(base, cfg["model"][0]), cfg.get("test") or None, progress)
-    rows = []
-    for entry in cfg["model"]:
-        label = entry.get("label") or entry["name"] + (f"+{entry['weights']}" if entry.get("weights") else "")
+    labels = [_label(e) for e in cfg["model"]]
+    done = {r["label"]: r for r in rows_from(out)} if resume and (out / "compare.json").exists() else {}
+    rows = [done[k] for k in labels if k in done]
+    todo = [e for e in cfg["model"] if _label(e) not in done]
+    splits = load_splits(cfg["data"], _train_config(base, cfg["model"][0]), cfg.get("test") or None, progress) if todo else None
+    for entry in todo:
+        label = _label(entry)
         tc = _train_config(base, entry)
         res = train(cfg["data"], out / label, tc, test=cfg.get("test"), progress=progress, splits=splits)
         det = Detector.load(out / label / "model")
@@ -87,10 +92,15 @@ def compare(config_path: Path, out: Path, progress: bool = True, speed_images: i
                      "score_img_s": round(score_speed(det, evalset.images[:speed_images]), 1),
                      "jpeg75_accuracy": jpeg_accuracy(det, evalset.images[pick], evalset.labels[pick]),
                      "hardware": res.get("hardware")})
+        rows.sort(key=lambda r: labels.index(r["label"]))
         save_json(out / "compare.json", {"config": str(config_path), "rows": rows})  # after each model: nothing lost
     _write_table(rows, out / "compare.md")
     _plot(rows, out / "compare.png")
     return rows
+
+
+def _label(entry: dict) -> str:
+    return entry.get("label") or entry["name"] + (f"+{entry['weights']}" if entry.get("weights") else "")
 
 
 def _write_table(rows: list[dict], path: Path) -> None:

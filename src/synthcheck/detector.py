@@ -17,10 +17,12 @@ from .checkpoint import load_model, spec_of
 from .inference import pick_device, score_logits
 from .metadata import combine_verdict, inspect
 from .models import fold_batchnorm
-from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, load_image
+from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "default"  # the CIFAKE-sized model
+AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
+AUTO_MEMBERS = ("default", "photo")
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "bf16")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
@@ -62,6 +64,9 @@ class Prediction:
     reason: str | None = None
     evidence: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    route: str | None = None          # why this model scored it, when the Detector chose among several
+    threshold: float | None = None    # the scoring model's operating point and uncertain band
+    uncertain_band: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,7 +76,8 @@ class Prediction:
         # by hand: dataclasses.asdict deep-copies every field (~40 us per result, measured in `predict`)
         return {"source": self.source, "prob_ai": self.prob_ai, "verdict": self.verdict, "model": self.model,
                 "error": self.error, "pixel_verdict": self.pixel_verdict, "reason": self.reason,
-                "evidence": list(self.evidence), "warnings": list(self.warnings)}
+                "evidence": list(self.evidence), "warnings": list(self.warnings), "route": self.route,
+                "threshold": self.threshold, "uncertain_band": self.uncertain_band}
 
 
 def stack_decoded(decoded: list[dict]) -> np.ndarray:
@@ -123,11 +129,17 @@ class Detector:
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "torch",
              precision: str = "fp32") -> "Detector":
-        """Load a model directory or a bundled model by name; None gives the bundled default.
+        """Load a model directory or a bundled model by name. None (or "auto") gives `AutoDetector`: the
+        bundled CIFAKE-sized and photo models, each image scored by the one made for its size.
 
         backend "onnx" scores with ONNX Runtime from the directory's model.onnx (explanations still use
         the PyTorch weights); precision "bf16" scores in bf16 autocast on CPU or GPU.
         """
+        if name_or_path is None or str(name_or_path) == AUTO:
+            members = [m for m in AUTO_MEMBERS if m in bundled_models()]
+            if len(members) > 1:
+                return AutoDetector({m: cls.load(m, device, backend, precision) for m in members})
+            name_or_path = DEFAULT_MODEL
         directory = resolve_model(name_or_path)
         model, config = load_model(directory, map_location="cpu")
         bundled = {v.resolve(): k for k, v in bundled_models().items()}
@@ -148,6 +160,9 @@ class Detector:
         if not stats:
             return []
         short, long_ = min(height, width), max(height, width)
+        # the same rule for every model, tiling ones included: a 224 px image under a model trained on 512 px
+        # photos is one whole scene at another scale, not one of the crops it learned from, and a single tile
+        # scores less reliably than the tile average the threshold was fitted on (reports/fullsize)
         warnings = []
         if long_ > 4 * stats["long_side_p99"] or short < stats["short_side_p01"] / 2:
             warnings.append(f"out of domain: image is {width}x{height} but the model was trained on images of "
@@ -213,9 +228,7 @@ class Detector:
 
     def _score_batch(self, batch, futures) -> Iterator[Prediction]:
         decoded = [d for f in futures for d in f.result()]
-        pixels = stack_decoded(decoded)
-        probs = self.probabilities_from_arrays(pixels) if len(pixels) else np.zeros(0)
-        yield from self.predictions([name for _, name in batch], decoded, probs)
+        yield from self.predictions([name for _, name in batch], decoded, self.score_decoded(decoded))
 
     def predictions(self, names: Sequence[str], decoded: list[dict], probs: np.ndarray) -> Iterator[Prediction]:
         """Decoded inputs + P(AI) of the readable ones (in order, as `stack_decoded` stacked them) -> Predictions.
@@ -229,13 +242,46 @@ class Detector:
             else:
                 yield self.make_prediction(name, d, float(next(it)))
 
+    def describe(self) -> str:
+        """One line for table titles and pages: model, input, operating point."""
+        return (f"{self.model_id} ({self.spec.image_size} px {self.spec.label()}; threshold {self.threshold:.3f}, "
+                f"uncertain within ±{self.uncertain_band:.2f}, T={self.temperature:.3f})")
+
+    def use_policy(self, policy: str) -> None:
+        """Feed the model by another input policy (resize | center_crop | crop | tiles:N) at its own input size,
+        to measure how a fixed-input model should see full-size images."""
+        from .preprocess import PreprocessSpec
+
+        self.spec = PreprocessSpec.parse(self.spec.image_size, policy)
+        self.model_id = f"{self.model_id}[{self.spec.label()}]"
+
+    def route(self, height: int, width: int) -> tuple["Detector", str | None]:
+        """Which model scores an image of this size, and why (a single model scores everything)."""
+        return self, None
+
+    def score_decoded(self, decoded: list[dict]) -> np.ndarray:
+        """Calibrated P(AI) of the inputs that decoded, in order (each by the model `decode` chose)."""
+        pixels = stack_decoded(decoded)
+        return self.probabilities_from_arrays(pixels) if len(pixels) else np.zeros(0)
+
+    def train_digests(self) -> set:
+        """Content digests of the training (+ validation) files, so evaluation never scores them."""
+        from .checkpoint import load_train_digests
+
+        return load_train_digests(self.directory) if self.directory is not None else set()
+
     def make_prediction(self, name: str, decoded: dict, p: float) -> Prediction:
         """Score + metadata + domain check -> the verdict (the one place verdicts are made)."""
+        det = decoded.get("detector", self)
+        if det is not self:
+            pred = det.make_prediction(name, {**decoded, "detector": det}, p)
+            pred.route = decoded.get("route")
+            return pred
         pixel = self.verdict(p)
         warnings = self.domain_warnings(*decoded["size"])
         verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=bool(warnings))
         return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
-                          [e.to_dict() for e in decoded["evidence"]], warnings)
+                          [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band)
 
     # --- explanations ---------------------------------------------------------------------------
 
@@ -263,8 +309,23 @@ class Detector:
         d = self.decode((source, name))
         if "error" in d:
             raise ImageError(name, d["error"])
-        pred = self.make_prediction(name, d, float(self.probabilities_from_arrays(d["pixels"][None])[0]))
-        seen = d["pixels"].transpose(1, 2, 0)
+        return d["detector"]._explain_decoded(d, name, methods, n_samples, n_segments, progress)
+
+    def _explain_decoded(self, d: dict, name: str, methods: Sequence[str], n_samples: int | None,
+                         n_segments: int | None, progress: bool) -> list:
+        from . import explain as ex
+
+        pixels = d["pixels"]
+        tile = None
+        if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the tile that pushed it most
+            tile_logits = self.logits(pixels)
+            p = float(probabilities(np.array([tile_logits.mean()]), self.temperature)[0])
+            tile = int(np.argmax(tile_logits) if p >= self.threshold else np.argmin(tile_logits))
+            pixels = pixels[tile]
+        else:
+            p = float(self.probabilities_from_arrays(pixels[None])[0])
+        pred = self.make_prediction(name, d, p)
+        seen = pixels.transpose(1, 2, 0)
         size = seen.shape[0]
         out = []
         for m in methods:
@@ -281,6 +342,8 @@ class Detector:
             else:  # spectrum: native pixels, never resampled
                 image = ex.native_crop(decode_image(d["data"], name, max_pixels=self.max_pixels))
                 attr, sec = ex.timed(ex.spectrum, image)
+            if tile is not None and m != "spectrum":
+                details["tile"] = f"{tile + 1} of {len(d['pixels'])} (the one pushing the verdict most)"
             out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
         return out
 
@@ -298,10 +361,97 @@ class Detector:
                 except OSError as e:
                     raise ImageError(name, "file not found" if isinstance(e, FileNotFoundError)
                                      else f"cannot read file ({e.strerror or e})") from None
-            pixels, size = load_image(src, self.spec, name=name, max_pixels=self.max_pixels, return_size=True)
+            arr = decode_image(src, name, max_pixels=self.max_pixels)
+            size = arr.shape[:2]
+            det, route = self.route(*size)
             evidence = inspect(src) if self.metadata and isinstance(src, (bytes, bytearray, memoryview)) else []
-            return {"pixels": pixels, "size": size, "evidence": evidence, "data": src}
+            return {"pixels": fit(arr, det.spec), "size": size, "evidence": evidence, "data": src,
+                    "detector": det, "route": route}
         except ImageError as e:
             return {"error": e.problem}
         except Exception as e:  # anything else is still a per-file failure, not a crash
             return {"error": f"{type(e).__name__}: {e}"}
+
+
+class AutoDetector(Detector):
+    """The bundled models behind one Detector: each image goes to the model trained on images of its size
+    (the CIFAKE-sized model for thumbnails, the photo model for full-size images), and every Prediction
+    names the model that scored it and why (`Prediction.model`, `Prediction.route`).
+
+    The rule: the model whose training images' median short side is nearest to the image's short side
+    on a log scale (32 px vs 512 px -> the boundary is at 128 px).
+    """
+
+    def __init__(self, members: dict[str, Detector]):
+        self.members = members
+        first = next(iter(members.values()))
+        self.directory = None
+        self.device, self.backend, self.precision = first.device, first.backend, first.precision
+        self.model_id = AUTO
+        self._centres = {k: _median_short_side(m) for k, m in members.items()}
+        self._max_pixels, self._metadata = DEFAULT_MAX_PIXELS, True
+        self.threshold = self.uncertain_band = self.temperature = None  # per member: see each Prediction
+
+    # settings front ends change apply to every member
+    max_pixels = property(lambda self: self._max_pixels, lambda self, v: self._set("max_pixels", v))
+    metadata = property(lambda self: self._metadata, lambda self, v: self._set("metadata", v))
+
+    def _set(self, attr: str, value) -> None:
+        setattr(self, "_" + attr, value)
+        for m in self.members.values():
+            setattr(m, attr, value)
+
+    def route(self, height: int, width: int) -> tuple[Detector, str]:
+        short = max(1, min(height, width))
+        name = min(self._centres, key=lambda k: abs(np.log(short / self._centres[k])))
+        return self.members[name], (f"auto: {width}x{height} is nearest the {name} model's training images "
+                                    f"(median short side {self._centres[name]} px)")
+
+    def route_name(self, height: int, width: int) -> str:
+        det, _ = self.route(height, width)
+        return next(k for k, m in self.members.items() if m is det)
+
+    def score_decoded(self, decoded: list[dict]) -> np.ndarray:
+        good = [d for d in decoded if "pixels" in d]
+        probs = np.zeros(len(good))
+        for det in {id(d["detector"]): d["detector"] for d in good}.values():
+            idx = [i for i, d in enumerate(good) if d["detector"] is det]
+            probs[idx] = det.score_decoded([good[i] for i in idx])
+        return probs
+
+    def train_digests(self) -> set:
+        return set().union(*(m.train_digests() for m in self.members.values()))
+
+    def describe(self) -> str:
+        return "auto: each image to the model made for its size — " + "; ".join(
+            m.describe() for m in self.members.values())
+
+    def use_policy(self, policy: str) -> None:
+        self._single("--policy")
+
+    def _single(self, what: str):
+        raise ValueError(f"the auto detector routes each image to one of {', '.join(self.members)}; "
+                         f"{what} needs one model: name it (--model {' or --model '.join(self.members)})")
+
+    def logits(self, images, batch_size: int = 512):
+        self._single("scoring preprocessed arrays")
+
+    def probabilities_from_arrays(self, images, batch_size: int = 512):
+        self._single("scoring preprocessed arrays")
+
+    def reference_spectra(self):
+        return None
+
+    @property
+    def spec(self):
+        self._single("a single preprocessing spec")
+
+    @property
+    def config(self):
+        return {"arch": {"name": AUTO}, "members": {k: m.config for k, m in self.members.items()}}
+
+
+def _median_short_side(det: Detector) -> int:
+    stats = det.config.get("data", {}).get("image_sizes") or {}
+    hw = stats.get("median_hw") or [det.spec.image_size] * 2
+    return int(min(hw))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_train_digests
 from .data import ImageSet, load_imageset, save_json
 from .detector import Detector
 from .metrics import compute_metrics, plot_metrics
@@ -28,7 +27,7 @@ def evaluation_part(s: ImageSet) -> ImageSet:
 
 def drop_train_identical(detector: Detector, s: ImageSet) -> tuple[ImageSet, int]:
     """Remove files byte-identical to the model's training data (so no figure scores a trained-on image)."""
-    train = load_train_digests(detector.directory) if detector.directory is not None else set()
+    train = detector.train_digests()
     if not train:
         return s, 0
     mask = np.array([d[:8].tobytes() in train for d in s.digests], dtype=bool)
@@ -40,16 +39,18 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
     """Score every set; drop files byte-identical to the model's training data; write JSON + PNGs per set."""
     results = {}
     for src in sources:
-        full = load_imageset(src, detector.spec, progress=progress)
+        full = load_imageset(src, _first(detector).spec, progress=progress)
         part, excluded = evaluation_part(full), 0
         if exclude_train:
             part, excluded = drop_train_identical(detector, part)
-        probs = detector.probabilities_from_arrays(part.images)
-        m = compute_metrics(part.labels, probs, detector.threshold, detector.uncertain_band)
+        probs, routed, thr, band = score_part(detector, src, part, progress)
+        m = compute_metrics(part.labels, probs, thr, band)
+        if routed is not None:
+            m["routed"] = routed
         m["source"] = str(src)
         m["excluded_train_identical"] = excluded
         m["skipped_files"] = [f"{n}: {p}" for n, p in full.skipped]
-        groups = by_generator(part.names, part.labels, probs, detector.threshold)
+        groups = by_generator(part.names, part.labels, probs, thr)
         if groups:
             m["by_generator"] = groups
         key = _slug(str(src))
@@ -66,6 +67,54 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
     if out_dir is not None:
         save_json(Path(out_dir) / "evaluation.json", {"model": detector.model_id, "sets": results, "summary": summary})
     return {"model": detector.model_id, "sets": results, "summary": summary}
+
+
+def _first(detector: Detector) -> Detector:
+    """The detector whose spec loads a set first: a single model, or the auto detector's smallest-input member
+    (cheap to decode, and its decoded sizes say where every file is routed)."""
+    members = getattr(detector, "members", None)
+    return min(members.values(), key=lambda m: m.spec.image_size * m.spec.n_tiles) if members else detector
+
+
+def score_part(detector: Detector, src, part: ImageSet, progress: bool):
+    """Calibrated P(AI) for every image of `part` (loaded with `_first(detector).spec`).
+
+    For the auto detector each image is scored by the model `route` picks for its decoded size, the rest of
+    the set re-decoded for that model only; the threshold is then per image (P(AI) is calibrated per model,
+    and metrics use a shared 0.5 after shifting each model's threshold there: see `_to_common_threshold`).
+    -> probs, {model: count} or None, threshold, uncertain band.
+    """
+    members = getattr(detector, "members", None)
+    if not members:
+        return detector.probabilities_from_arrays(part.images), None, detector.threshold, detector.uncertain_band
+    routes = np.array([detector.route_name(int(h), int(w)) for h, w in part.sizes])
+    probs = np.zeros(len(part))
+    first = _first(detector)
+    for name, member in members.items():
+        idx = np.flatnonzero(routes == name)
+        if not len(idx):
+            continue
+        if member is first:
+            images = part.images[idx]
+        else:
+            wanted = [part.names[i] for i in idx]
+            other = load_imageset(src, member.spec, progress=progress, only=set(wanted))
+            pos = {n: j for j, n in enumerate(other.names)}
+            keep = [k for k, n in enumerate(wanted) if n in pos]
+            idx = idx[keep]
+            images = other.images[[pos[wanted[k]] for k in keep]]
+        probs[idx] = _to_common_threshold(member.probabilities_from_arrays(images), member.threshold)
+    band = float(np.mean([m.uncertain_band for m in members.values()]))
+    return probs, {k: int((routes == k).sum()) for k in members}, 0.5, band
+
+
+def _to_common_threshold(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Shift calibrated probabilities in logit space so that `threshold` lands on 0.5: verdicts and ranking
+    within one model are unchanged, and models with different operating points share one set of metrics."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    t = min(max(threshold, 1e-7), 1 - 1e-7)
+    z = np.log(p / (1 - p)) - np.log(t / (1 - t))
+    return 1 / (1 + np.exp(-z))
 
 
 _LABEL_WORDS = {"real", "fake", "ai", "img", "image", "jpg", "jpeg", "png", "webp", "synthetic", "generated"}

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import __version__
-from .detector import Detector, bundled_models, stack_decoded
+from .detector import Detector, bundled_models
 from .preprocess import ImageError
 
 log = logging.getLogger("synthcheck.serve")
@@ -133,17 +133,17 @@ class ModelWorker:
         """Run any model work (e.g. an explanation) on the model thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def score(self, pixels: np.ndarray) -> np.ndarray:
-        """Calibrated P(AI) for uint8 [n,3,S,S]."""
+    async def score(self, decoded: list[dict]) -> np.ndarray:
+        """Calibrated P(AI) for decoded images (`Detector.decode` results that hold pixels)."""
         if not self.batching:
             self.calls += 1
-            self.images += len(pixels)
-            return await self.run(self.detector.probabilities_from_arrays, pixels)
+            self.images += len(decoded)
+            return await self.run(self.detector.score_decoded, decoded)
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._loop())
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((pixels, fut))
+        await self._queue.put((decoded, fut))
         return await fut
 
     async def _loop(self):
@@ -159,7 +159,7 @@ class ModelWorker:
             if not live:
                 continue
             try:
-                probs = await self.run(self.detector.probabilities_from_arrays, np.concatenate([p for p, _ in live]))
+                probs = await self.run(self.detector.score_decoded, [d for batch, _ in live for d in batch])
             except Exception as e:  # fail these requests, keep serving
                 for _, f in live:
                     if not f.done():
@@ -177,6 +177,16 @@ class ModelWorker:
         if self._task is not None:
             self._task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _model_info(det: Detector) -> dict:
+    c = det.config
+    return {"id": det.model_id, "arch": c["arch"]["name"], "backend": det.backend, "precision": det.precision,
+            "input_size": det.spec.image_size, "resize_policy": det.spec.label(), "threshold": det.threshold,
+            "uncertain_band": det.uncertain_band, "temperature": det.temperature,
+            "test_metrics": {k: c.get("test_metrics", {}).get(k) for k in ("n", "accuracy", "roc_auc", "ece")}
+            if c.get("test_metrics") else None,
+            "trained_on_sizes": c.get("data", {}).get("image_sizes")}
 
 
 class Service:
@@ -197,12 +207,12 @@ class Service:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         decoded = await asyncio.gather(*(loop.run_in_executor(self.decoders, self._timed_decode, f) for f in files))
-        pixels = stack_decoded(decoded)
+        good = [d for d in decoded if "pixels" in d]
         t_model = 0.0
         probs = np.zeros(0)
-        if len(pixels):
+        if good:
             t1 = time.perf_counter()
-            probs = await self.worker.score(pixels)
+            probs = await self.worker.score(good)
             t_model = time.perf_counter() - t1
         preds = self.detector.predictions([name for name, _ in files], decoded, probs)
         results = []
@@ -211,7 +221,8 @@ class Service:
             if pred.ok:
                 r.update(prob_ai=pred.prob_ai, verdict=pred.verdict, pixel_verdict=pred.pixel_verdict,
                          reason=pred.reason, evidence=pred.evidence, warnings=pred.warnings,
-                         width=d["size"][1], height=d["size"][0])
+                         width=d["size"][1], height=d["size"][0], model=pred.model, route=pred.route,
+                         threshold=pred.threshold, uncertain_band=pred.uncertain_band)
             else:
                 r["error"] = pred.error
             r["timing_ms"] = {"decode": round(d["decode_s"] * 1000, 2), "model": round(t_model * 1000, 2),
@@ -242,14 +253,11 @@ class Service:
         return out
 
     def model_info(self) -> dict:
-        c = self.detector.config
-        return {"id": self.detector.model_id, "arch": c["arch"]["name"], "backend": self.detector.backend,
-                "precision": self.detector.precision, "input_size": self.detector.spec.image_size,
-                "resize_policy": self.detector.spec.resize_policy, "threshold": self.detector.threshold,
-                "uncertain_band": self.detector.uncertain_band, "temperature": self.detector.temperature,
-                "test_metrics": {k: c.get("test_metrics", {}).get(k) for k in ("n", "accuracy", "roc_auc", "ece")}
-                if c.get("test_metrics") else None,
-                "trained_on_sizes": c.get("data", {}).get("image_sizes")}
+        members = getattr(self.detector, "members", None)
+        if members:
+            return {"id": self.detector.model_id, "routing": self.detector.describe(),
+                    "members": {k: _model_info(m) for k, m in members.items()}}
+        return _model_info(self.detector)
 
     def close(self):
         self.worker.stop()

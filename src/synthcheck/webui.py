@@ -27,29 +27,30 @@ def _is_example(path: Path, data: bytes) -> bool:
     return sample.is_file() and sample.stat().st_size == len(data) and sample.read_bytes() == data
 
 
-def _table(results: list[dict], threshold: float, band: float) -> str:
+def _table(results: list[dict]) -> str:
     """Verdict table; every client-supplied string is HTML-escaped (file names are data, not markup)."""
     rows = []
     for r in results:
         name = html.escape(r["file"])
         if "error" in r:
             rows.append(f'<tr class="result" data-verdict="error"><td class="file">{name}</td>'
-                        f'<td class="verdict">error</td><td class="prob">–</td>'
+                        f'<td class="verdict">error</td><td class="prob">–</td><td class="threshold">–</td>'
                         f'<td class="notes">{html.escape(r["error"])}</td></tr>')
             continue
         v = r["verdict"]
-        notes = [r["reason"]] if r.get("reason") else []
+        notes = [f'model {r["model"]}: {r["route"]}'] if r.get("route") else []
+        notes += [r["reason"]] if r.get("reason") else []
         notes += r.get("warnings", [])
         notes += [f'{e["source"]} {e["field"]} = {e["value"]} ({e["indicates"]}, {e["strength"]})'
                   for e in r.get("evidence", [])[:4]]
         rows.append(f'<tr class="result" data-verdict="{v}"><td class="file">{name}</td>'
                     f'<td class="verdict" style="color:{COLOURS.get(v, "#000")};font-weight:bold">{v}</td>'
                     f'<td class="prob">{r["prob_ai"]:.3f}</td>'
+                    f'<td class="threshold">{r["threshold"]:.3f} ± {r["uncertain_band"]:.2f}</td>'
                     f'<td class="notes">{"<br>".join(html.escape(str(n)) for n in notes)}</td></tr>')
-    lo, hi = max(0.0, threshold - band), min(1.0, threshold + band)
     return ('<table id="verdict-table"><thead><tr><th>file</th><th>verdict</th><th>P(AI), calibrated</th>'
-            f'<th>notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            f'<p>Threshold {threshold:.3f} (chosen on validation data); scores between {lo:.3f} and {hi:.3f} are '
+            f'<th>threshold ± uncertain band</th><th>notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            '<p>Each model\'s threshold was chosen on its validation data; scores within the band around it are '
             '"uncertain". Metadata (C2PA, EXIF, generator text) can override the pixel verdict.</p>')
 
 
@@ -80,11 +81,11 @@ def build_ui(service) -> gr.Blocks:
                 continue
             for expl, png in await service.explain(name, data, ["gradcam", "spectrum"]):
                 gallery.append((Image.open(io.BytesIO(png)), f"{name}: {expl.method}"))
-        return _table(results, det.threshold, det.uncertain_band), gallery, {"model": det.model_id, "results": results}
+        return _table(results), gallery, {"model": det.model_id, "results": results}
 
     with gr.Blocks(title="SynthCheck", analytics_enabled=False, delete_cache=(3600, 3600)) as ui:
-        gr.Markdown(f"## SynthCheck: is this image AI-generated?\nModel `{det.model_id}` "
-                    f"({det.spec.image_size}x{det.spec.image_size} input). Drop images, then press **Check**. "
+        gr.Markdown(f"## SynthCheck: is this image AI-generated?\nModel `{det.describe()}`. "
+                    "Drop images, then press **Check**. "
                     "Nothing leaves this server.")
         with gr.Row():
             files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="upload")
