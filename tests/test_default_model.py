@@ -12,6 +12,7 @@ from synthcheck.detector import BUNDLED_DIR, bundled_models
 from conftest import SHARED
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples"
+DIFFUSIONDB = SHARED / "data" / "ood-dev" / "diffusiondb-vs-coco-imagenet.tar"
 CIFAKE_TEST = SHARED / "data" / "cifake" / "cifake_test_jpg.tar.gz"
 
 
@@ -30,7 +31,7 @@ def test_default_model_is_bundled_small_and_complete():
 
 
 def test_default_model_scores_the_shipped_samples():
-    det = Detector.load()  # no name: the bundled default
+    det = Detector.load("default")
     assert det.model_id == "default:fastnet"
     files = sorted(p for p in SAMPLES.iterdir() if p.suffix == ".jpg")
     preds = {Path(p.source).name: p for p in det.predict(files)}
@@ -50,7 +51,7 @@ def test_default_model_reproduces_its_card_on_cifake_test(tmp_path):
     """Re-scoring the official test split must give exactly the accuracy the model card reports."""
     from synthcheck.evaluate import evaluate_sets
 
-    det = Detector.load()
+    det = Detector.load("default")
     res = evaluate_sets(det, [CIFAKE_TEST], None, progress=False, plots=False)
     (m,) = res["sets"].values()
     card = det.config["test_metrics"]
@@ -64,7 +65,7 @@ def test_prediction_dict_has_every_field():
 
     from synthcheck.detector import Prediction
 
-    p = Detector.load().predict(str(SAMPLES / "ai_cifake_102_9.jpg"))[0]
+    p = Detector.load("default").predict(str(SAMPLES / "ai_cifake_102_9.jpg"))[0]
     assert set(p.to_dict()) == {f.name for f in fields(Prediction)}
     assert p.to_dict()["prob_ai"] == p.prob_ai
 
@@ -72,7 +73,7 @@ def test_prediction_dict_has_every_field():
 @pytest.mark.parametrize("kw", [{}, {"backend": "onnx"}])
 def test_scores_are_batch_invariant(kw):
     """An image's score must not depend on which batch it arrives in (predict, server and Ray agree exactly)."""
-    det = Detector.load(**kw)
+    det = Detector.load("default", **kw)
     x = np.random.default_rng(0).integers(0, 256, (150, 3, 32, 32), dtype=np.uint8)
     whole = det.logits(x)
     pieces = np.concatenate([det.logits(x[i:i + 37]) for i in range(0, 150, 37)])
@@ -93,3 +94,30 @@ def test_robust_variant_is_bundled_and_scores():
     assert det.model_id == "robust:fastnet"
     preds = det.predict(sorted(str(p) for p in SAMPLES.glob("*cifake*.jpg")))
     assert all(p.ok for p in preds)
+
+
+def test_photo_model_is_bundled_with_its_held_out_figures():
+    """Issue 8: the full-size model, trained on a seeded part of the DiffusionDB set, reported on the rest."""
+    d = BUNDLED_DIR / "photo"
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["arch"] == {"name": "mobilenet_v2", "weights": "imagenet", "input_size": 224}
+    assert cfg["preprocess"]["resize_policy"] == "tiles" and cfg["preprocess"]["tiles"] == 3
+    assert cfg["data"]["test_held_out"] == {"fraction": 0.25, "seed": 0, "stratified_by": "label+source"}
+    assert cfg["test_metrics"]["n"] == 200 and cfg["test_metrics"]["roc_auc"] >= 0.90
+    assert "synthcheck train" in (d / "MODEL_CARD.md").read_text()
+    det = Detector.load("photo")
+    p = det.predict(str(SAMPLES / "ai_diffusiondb_diffusion_000225.jpg"))[0]
+    assert p.ok and p.model == "photo:mobilenet_v2" and not p.warnings
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not DIFFUSIONDB.exists(), reason="../shared/data/ood-dev absent")
+def test_photo_model_reproduces_its_card_on_the_held_out_part():
+    """Evaluating the whole DiffusionDB set scores exactly the held-out part (train and val files are excluded)."""
+    from synthcheck.evaluate import evaluate_sets
+
+    det = Detector.load("photo")
+    (m,) = evaluate_sets(det, [DIFFUSIONDB], None, progress=False, plots=False)["sets"].values()
+    card = det.config["test_metrics"]
+    assert m["n"] == card["n"] == 200 and m["excluded_train_identical"] == 600
+    assert m["roc_auc"] == pytest.approx(card["roc_auc"], abs=1e-4)
