@@ -228,3 +228,13 @@ def test_a_set_too_big_to_decode_is_refused_with_the_numbers(tmp_path, monkeypat
     monkeypatch.setattr(os, "sysconf", lambda k: 1 if k == "SC_AVPHYS_PAGES" else real_sysconf(k))
     with pytest.raises(ValueError, match=r"would take .* GiB decoded, more than this machine has free"):
         load_imageset(src, PreprocessSpec(224, "tiles", tiles=3), progress=False)
+
+
+def test_robustness_report_runs_on_a_tiled_model(two_models, tmp_path):
+    from synthcheck.robustness import robustness_report
+
+    det = Detector.load(two_models / "run_large" / "model")
+    rep = robustness_report(det, two_models / "large", tmp_path / "rob", limit=6, eps=(2,), steps=2, progress=False)
+    assert rep["n"] == 12 and set(rep["damage"]) >= {"jpeg", "resize", "blur"}
+    assert 0 <= rep["attacks"]["pgd"]["2"]["accuracy"] <= rep["clean"]["accuracy"]
+    assert (tmp_path / "rob" / "robustness.png").exists() and (tmp_path / "rob" / "adversarial_examples.png").exists()

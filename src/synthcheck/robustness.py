@@ -95,9 +95,17 @@ DAMAGE = {
 
 def apply_damage(images: np.ndarray, name: str, level, spec, rng: np.random.Generator) -> np.ndarray:
     """uint8 [N,3,S,S] -> the same images damaged by DAMAGE[name] at `level`, back through the shared
-    preprocessing (so a resized image is refitted exactly as a served one would be)."""
-    from .preprocess import load_image
+    preprocessing (so a resized image is refitted exactly as a served one would be).
 
+    Tiled models' [N,T,3,S,S] inputs: each native tile is damaged as an image (the set stores tiles, not the
+    full-size originals), then refitted at native resolution."""
+    from .preprocess import PreprocessSpec, load_image
+
+    if images.ndim == 5:
+        n, t = images.shape[:2]
+        flat = apply_damage(images.reshape(n * t, *images.shape[2:]), name, level,
+                            PreprocessSpec(spec.image_size, "crop"), rng)
+        return flat.reshape(images.shape)
     fn = DAMAGE[name][0]
     return np.stack([load_image(fn(im, level, rng), spec) for im in images.transpose(0, 2, 3, 1)])
 
@@ -142,11 +150,13 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
     for attack in ("fgsm", "pgd"):
         for e in tqdm(eps, desc=attack, disable=not progress):
             attacked = np.empty_like(s.images)
-            for i in range(0, len(labels), batch_size):
-                x = torch.from_numpy(s.images[i:i + batch_size]).to(dev).float() / 255
-                y = torch.from_numpy(labels[i:i + batch_size]).to(dev).float()
+            t = s.images.shape[1] if s.images.ndim == 5 else 1  # tiled models: every tile is attacked
+            for i in range(0, len(labels), max(1, batch_size // t)):
+                chunk = s.images[i:i + max(1, batch_size // t)]
+                x = torch.from_numpy(chunk.reshape(-1, *chunk.shape[-3:])).to(dev).float() / 255
+                y = torch.from_numpy(labels[i:i + len(chunk)]).to(dev).float().repeat_interleave(t)
                 adv = fgsm(model, x, y, e / 255) if attack == "fgsm" else pgd(model, x, y, e / 255, steps, generator=gen)
-                attacked[i:i + batch_size] = (adv * 255).round().to(torch.uint8).cpu().numpy()  # 8-bit, as delivered
+                attacked[i:i + len(chunk)] = (adv * 255).round().to(torch.uint8).cpu().numpy().reshape(chunk.shape)
             report["attacks"].setdefault(attack, {})[str(e)] = _metrics(
                 labels, detector.probabilities_from_arrays(attacked), thr)
     report["attack_settings"] = {"norm": "Linf", "eps_over_255": list(eps), "pgd_steps": steps,
@@ -158,7 +168,10 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
         save_json(out_dir / "robustness.json", report)
         _plot_report(report, out_dir)
         pick = np.concatenate([np.flatnonzero(labels == c)[:2] for c in (1, 0)])  # two AI, two real
-        x = torch.from_numpy(s.images[pick]).to(dev).float() / 255
+        shown = s.images[pick]
+        if shown.ndim == 5:  # tiled models: show each image's first tile
+            shown = shown[:, 0]
+        x = torch.from_numpy(np.ascontiguousarray(shown)).to(dev).float() / 255
         adv = pgd(model, x, torch.from_numpy(labels[pick]).to(dev).float(), max(eps) / 255, steps, generator=gen)
         _plot_examples({"x": x.cpu(), "adv": ((adv * 255).round() / 255).cpu(), "labels": labels[pick]},
                        out_dir / "adversarial_examples.png", max(eps))
