@@ -23,7 +23,7 @@ CIFAKE_SAMPLES = sorted(SAMPLES.glob("*_cifake_*.jpg"))
 
 @pytest.fixture(scope="module")
 def det():
-    return Detector.load()
+    return Detector.load("default")
 
 
 def _rho(a, b):

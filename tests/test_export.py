@@ -20,7 +20,7 @@ SAMPLES = sorted((Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "
 
 
 def test_bundled_default_ships_an_onnx_model_that_matches_pytorch():
-    torch_det, onnx_det = Detector.load(), Detector.load(backend="onnx")
+    torch_det, onnx_det = Detector.load("default"), Detector.load("default", backend="onnx")
     rng = np.random.default_rng(1)
     images = np.concatenate([np.stack([torch_det.preprocess(p) for p in SAMPLES]),
                              rng.integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)])
@@ -81,7 +81,17 @@ def test_onnx_backend_without_export_is_a_clear_error(tmp_path):
 
 
 def test_bf16_precision_scores_close_to_fp32():
-    fp32, bf16 = Detector.load(), Detector.load(precision="bf16")
+    fp32, bf16 = Detector.load("default"), Detector.load("default", precision="bf16")
     p32 = [p.prob_ai for p in fp32.predict([str(p) for p in SAMPLES])]
     p16 = [p.prob_ai for p in bf16.predict([str(p) for p in SAMPLES])]
     assert np.abs(np.array(p32) - np.array(p16)).max() < 0.03
+
+
+def test_auto_detector_on_onnx_runtime_matches_pytorch():
+    """Both bundled models ship model.onnx: the auto detector runs on ONNX Runtime too, tiles included."""
+    samples = sorted((Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples").glob("*.jpg"))
+    torch_preds = Detector.load().predict([str(p) for p in samples])
+    onnx_preds = Detector.load(backend="onnx").predict([str(p) for p in samples])
+    assert {p.model for p in onnx_preds} == {"default:fastnet", "photo:mobilenet_v2"}
+    for a, b in zip(torch_preds, onnx_preds):
+        assert a.model == b.model and abs(a.prob_ai - b.prob_ai) < 1e-3 and a.verdict == b.verdict

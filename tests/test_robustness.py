@@ -14,7 +14,7 @@ from test_explain import CIFAKE_SAMPLES
 
 @pytest.fixture(scope="module")
 def batch():
-    det = Detector.load()
+    det = Detector.load("default")
     x = torch.from_numpy(np.stack([det.preprocess(f) for f in CIFAKE_SAMPLES])).float() / 255
     y = torch.tensor([1.0 if f.name.startswith("ai_") else 0.0 for f in CIFAKE_SAMPLES])
     return det.model, x, y

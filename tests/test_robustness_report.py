@@ -25,7 +25,7 @@ def sample_set(tmp_path_factory):
 
 
 def test_report_covers_every_condition(sample_set, tmp_path):
-    det = Detector.load()
+    det = Detector.load("default")
     rep = robustness_report(det, sample_set, tmp_path, limit=None, eps=(2, 8), steps=5, progress=False)
     assert rep["n"] == 8
     assert {k: set(v) for k, v in rep["damage"].items()} == {k: {str(x) for x in lv} for k, (_, lv) in DAMAGE.items()}
