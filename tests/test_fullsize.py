@@ -221,11 +221,10 @@ def test_domain_rule_flags_images_far_smaller_than_the_training_images(two_model
 
 
 def test_a_set_too_big_to_decode_is_refused_with_the_numbers(tmp_path, monkeypatch):
-    import os
+    import synthcheck.data as data
 
     src = _sourced_dataset(tmp_path / "d", n=4)
-    real_sysconf = os.sysconf
-    monkeypatch.setattr(os, "sysconf", lambda k: 1 if k == "SC_AVPHYS_PAGES" else real_sysconf(k))
+    monkeypatch.setattr(data, "_available_memory", lambda: 1_000_000)
     with pytest.raises(ValueError, match=r"would take .* GiB decoded, more than this machine has free"):
         load_imageset(src, PreprocessSpec(224, "tiles", tiles=3), progress=False)
 

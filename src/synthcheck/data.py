@@ -176,14 +176,28 @@ def _check_memory(source: Path, n: int, spec: PreprocessSpec) -> None:
     """Refuse, with the numbers, a set whose decoded tensors would not fit in memory (e.g. 20,000 CIFAKE images
     under a 224 px 3x3-tile model: 27 GB) instead of letting the machine swap or the process be killed."""
     need = n * spec.n_tiles * 3 * spec.image_size ** 2
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    avail = _available_memory()
+    if avail is None:
         return
     if need > 0.7 * avail:
         raise ValueError(f"{source}: {n:,} images at {spec.label()} {spec.image_size} px would take "
                          f"{need / 2**30:.1f} GiB decoded, more than this machine has free ({avail / 2**30:.1f} GiB); "
                          "score it in parts, or with a model made for its image size")
+
+
+def _available_memory() -> int | None:
+    """Bytes the kernel could give us now: MemAvailable (page cache counts as free), else free pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _cache_path(cache_dir: Path, source: Path, spec: PreprocessSpec) -> Path:
