@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shutil
 import sys
@@ -162,10 +161,9 @@ def shuffle_patches(img: np.ndarray, patch: int, rng) -> np.ndarray:
 
 def content_study(photo_name: str, folder: Path) -> dict:
     """Photo model vs content: scores by content group, and AUROC when content or artifacts are destroyed."""
-    from PIL import Image
-
     from synthcheck.detector import Detector
     from synthcheck.preprocess import decode_image
+    from synthcheck.robustness import jpeg, rescale
 
     det = Detector.load(photo_name)
     files, y = _files(folder)
@@ -190,17 +188,11 @@ def content_study(photo_name: str, folder: Path) -> dict:
     rng = np.random.default_rng(0)
     images = [decode_image(str(p)) for p in files]
     shuffled = [shuffle_patches(im, 32, rng) for im in images]
-    downup = [np.asarray(Image.fromarray(im).resize((im.shape[1] // 2, im.shape[0] // 2), Image.BILINEAR)
-                         .resize((im.shape[1], im.shape[0]), Image.BILINEAR)) for im in images]
-    def resave(im, q):
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, "JPEG", quality=q)
-        return buf.getvalue()
-
     probes = {"clean": prob}
-    for key, imgs in (("patches shuffled (32 px)", shuffled), ("0.5x down-up resize", downup),
-                      ("re-saved as JPEG 95", [resave(im, 95) for im in images]),
-                      ("re-saved as JPEG 80", [resave(im, 80) for im in images])):
+    # the robustness report's own damage functions, at full size (then the same Detector path as any image)
+    for key, imgs in (("patches shuffled (32 px)", shuffled), ("0.5x down-up resize", [rescale(im, 0.5) for im in images]),
+                      ("re-saved as JPEG 95", [jpeg(im, 95) for im in images]),
+                      ("re-saved as JPEG 80", [jpeg(im, 80) for im in images])):
         probes[key] = np.array([pr.prob_ai for pr in det.predict(imgs)])
     return {"model": det.model_id, "n": len(files), "by_content": groups,
             "probes": {k: {"roc_auc": _auroc(y, v), "accuracy": float(((v >= det.threshold) == (y == 1)).mean())}
@@ -326,7 +318,7 @@ def ood_signals(photo_name: str, heldout: Path, gan: Path) -> dict:
     from synthcheck.data import load_imageset, make_splits
     from synthcheck.detector import Detector
     from synthcheck.inference import to_input
-    from synthcheck.models import build_model
+    from synthcheck.models import build_model, last_linear
     from synthcheck.preprocess import PreprocessSpec
 
     det = Detector.load(photo_name)
@@ -339,7 +331,7 @@ def ood_signals(photo_name: str, heldout: Path, gan: Path) -> dict:
     pretrained, _ = build_model("mobilenet_v2", "imagenet")
     out = {}
     for tag, model in (("photo model", det.model), ("frozen ImageNet", pretrained.eval())):
-        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        head = last_linear(model)
         feats: list = []
         hook = head.register_forward_hook(lambda mod, inp, o: feats.append(inp[0].detach().float()))
         f = {}

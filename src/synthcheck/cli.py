@@ -661,6 +661,7 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Train several registry models under one protocol; one table (JSON, Markdown) and one plot."""
+    from .compare import COLUMNS, table_row
     from .compare import compare as run_compare
 
     _setup_logging(not quiet)
@@ -669,12 +670,10 @@ def compare(
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         _fail(str(e))
     t = Table(title=f"{config} — one protocol, this machine")
-    for c in ("model", "params", "epochs", "train s", "test acc", "ROC-AUC", "score img/s", "acc @ JPEG 75"):
+    for c in COLUMNS:
         t.add_column(c, justify="left" if c == "model" else "right")
     for r in rows:
-        t.add_row(r["label"], f"{r['parameters'] / 1e6:.2f} M", str(r["epochs"]), f"{r['train_time_s']:.0f}",
-                  f"{r['test_accuracy']:.4f}", f"{r['test_roc_auc']:.4f}", f"{r['score_img_s']:,.0f}",
-                  f"{r['jpeg75_accuracy']:.4f}")
+        t.add_row(*table_row(r))
     console.print(t)
     console.print(f"wrote {out / 'compare.json'}, {out / 'compare.md'} and {out / 'compare.png'}")
 

@@ -103,13 +103,19 @@ def _label(entry: dict) -> str:
     return entry.get("label") or entry["name"] + (f"+{entry['weights']}" if entry.get("weights") else "")
 
 
+COLUMNS = ("model", "params", "epochs", "train s", "test acc", "ROC-AUC", "score img/s", "acc @ JPEG 75")
+
+
+def table_row(r: dict) -> list[str]:
+    """One row's cells, in COLUMNS order (the Markdown file and the CLI table both print these)."""
+    return [r["label"], f"{r['parameters'] / 1e6:.2f} M", str(r["epochs"]), f"{r['train_time_s']:.0f}",
+            f"{r['test_accuracy']:.4f}", f"{r['test_roc_auc']:.4f}", f"{r['score_img_s']:,.0f}",
+            f"{r['jpeg75_accuracy']:.4f}"]
+
+
 def _write_table(rows: list[dict], path: Path) -> None:
-    lines = ["| model | params | epochs | train s | test acc | ROC-AUC | score img/s | acc @ JPEG 75 |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {r['parameters'] / 1e6:.2f} M | {r['epochs']} | {r['train_time_s']:.0f} | "
-                     f"{r['test_accuracy']:.4f} | {r['test_roc_auc']:.4f} | {r['score_img_s']:,.0f} | "
-                     f"{r['jpeg75_accuracy']:.4f} |")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
+    lines += ["| " + " | ".join(table_row(r)) + " |" for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -64,6 +65,17 @@ def _parse_path(rel: str) -> tuple[int, str | None] | None:
             split = SPLIT_DIRS[p.lower()]
             break
     return LABEL_DIRS[label_dir], split
+
+
+_LABEL_WORDS = {"real", "fake", "ai", "img", "image", "jpg", "jpeg", "png", "webp", "synthetic", "generated"}
+
+
+def generator_of(name: str) -> str | None:
+    """The generator or source a file name carries ('372_stylegan_fake.png' -> 'stylegan',
+    'diffusion_000225.jpg' -> 'diffusion', 'coco_0012.jpg' -> 'coco'); None when it carries none."""
+    stem = Path(name).stem.lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", stem) if w.isalpha() and w not in _LABEL_WORDS and len(w) > 1]
+    return "_".join(words) or None
 
 
 def _maybe_image(filename: str) -> bool:
@@ -339,8 +351,6 @@ class Splits:
 def strata(s: ImageSet) -> np.ndarray:
     """Label + the source/generator its file name carries ('1:diffusion', '0:coco'), for stratified splits;
     just the label when some group is too small to be split."""
-    from .evaluate import generator_of
-
     groups = np.array([f"{y}:{generator_of(n) or ''}" for y, n in zip(s.labels, s.names)])
     _, counts = np.unique(groups, return_counts=True)
     return groups if counts.min() >= 4 else s.labels

@@ -273,8 +273,8 @@ class Detector:
     def make_prediction(self, name: str, decoded: dict, p: float) -> Prediction:
         """Score + metadata + domain check -> the verdict (the one place verdicts are made)."""
         det = decoded.get("detector", self)
-        if det is not self:
-            pred = det.make_prediction(name, {**decoded, "detector": det}, p)
+        if det is not self:  # routed: the chosen model makes its own verdict
+            pred = det.make_prediction(name, decoded, p)
             pred.route = decoded.get("route")
             return pred
         pixel = self.verdict(p)

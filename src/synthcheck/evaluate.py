@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageSet, load_imageset, save_json
+from .data import ImageSet, generator_of, load_imageset, save_json
 from .detector import Detector
 from .metrics import compute_metrics, plot_metrics
 
@@ -115,17 +115,6 @@ def _to_common_threshold(p: np.ndarray, threshold: float) -> np.ndarray:
     t = min(max(threshold, 1e-7), 1 - 1e-7)
     z = np.log(p / (1 - p)) - np.log(t / (1 - t))
     return 1 / (1 + np.exp(-z))
-
-
-_LABEL_WORDS = {"real", "fake", "ai", "img", "image", "jpg", "jpeg", "png", "webp", "synthetic", "generated"}
-
-
-def generator_of(name: str) -> str | None:
-    """The generator or source a file name carries ('372_stylegan_fake.png' -> 'stylegan',
-    'diffusion_000225.jpg' -> 'diffusion', 'coco_0012.jpg' -> 'coco'); None when it carries none."""
-    stem = Path(name).stem.lower()
-    words = [w for w in re.split(r"[^a-z0-9]+", stem) if w.isalpha() and w not in _LABEL_WORDS and len(w) > 1]
-    return "_".join(words) or None
 
 
 def by_generator(names: list[str], labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict | None:

@@ -206,5 +206,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The one-logit head (the last Linear layer): what a linear probe trains and where features are read."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

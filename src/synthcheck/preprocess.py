@@ -255,9 +255,8 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
     if policy == "resize":
         img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
     elif policy == "center_crop":
-        scale = size / min(h, w)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
+        img = Image.fromarray(_resize_short_side(arr, size))
+        nw, nh = img.size
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
     elif policy == "tiles":  # one image: the centre tile
@@ -270,6 +269,14 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
+def _resize_short_side(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize (bilinear, aspect kept) so that the short side is `size`."""
+    h, w = arr.shape[:2]
+    scale = size / min(h, w)
+    return np.asarray(Image.fromarray(arr).resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                                                  Image.BILINEAR), dtype=np.uint8)
+
+
 def tile_grid(arr: np.ndarray, size: int, n: int) -> np.ndarray:
     """n x n native-resolution size x size crops spread evenly over an HxWx3 image -> [n², size, size, 3].
 
@@ -277,10 +284,7 @@ def tile_grid(arr: np.ndarray, size: int, n: int) -> np.ndarray:
     brought up to `size` first, as `crop` does). Tiles overlap when n * size exceeds the image.
     """
     if min(arr.shape[:2]) < size:
-        h, w = arr.shape[:2]
-        scale = size / min(h, w)
-        arr = np.asarray(Image.fromarray(arr).resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                                                     Image.BILINEAR), dtype=np.uint8)
+        arr = _resize_short_side(arr, size)
     h, w = arr.shape[:2]
     ys = np.linspace(0, h - size, n).round().astype(int) if n > 1 else [(h - size) // 2]
     xs = np.linspace(0, w - size, n).round().astype(int) if n > 1 else [(w - size) // 2]
@@ -301,9 +305,8 @@ def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = Non
 
 def fit(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Decoded HxWx3 RGB -> the model's uint8 input: [3,S,S], or [T,3,S,S] when the spec tiles."""
-    if spec.resize_policy == "tiles":
-        t = tile_grid(arr, spec.image_size, spec.tiles)
-        return np.ascontiguousarray(t.transpose(0, 3, 1, 2) if spec.tiles > 1 else t[0].transpose(2, 0, 1))
+    if spec.tiles > 1:
+        return np.ascontiguousarray(tile_grid(arr, spec.image_size, spec.tiles).transpose(0, 3, 1, 2))
     return np.ascontiguousarray(fit_to_size(arr, spec.image_size, spec.resize_policy).transpose(2, 0, 1))
 
 

@@ -30,7 +30,7 @@ from .checkpoint import load_state, save_model, save_state, save_train_digests
 from .data import Splits, load_imageset, make_splits, save_json, size_stats
 from .inference import autocast_for, pick_device, score_logits, to_input
 from .metrics import compute_metrics
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, last_linear
 from .preprocess import PreprocessSpec
 from .robustness import pgd
 
@@ -112,7 +112,7 @@ def hardware(device: torch.device) -> str:
 
 def freeze_all_but_head(model: torch.nn.Module) -> None:
     """Linear probe (as UnivFD): only the last Linear layer learns; the pretrained features stay fixed."""
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    head = last_linear(model)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in head.parameters():
