@@ -127,13 +127,24 @@ def test_tiled_training_learns_and_records_its_held_out_part(two_models):
     assert m["accuracy"] == pytest.approx(tm["accuracy"])
 
 
-def test_explaining_a_tiled_verdict_shows_one_native_tile(two_models):
+def test_explaining_a_tiled_verdict_covers_the_whole_image(two_models):
+    from synthcheck.explain import gradcam
+    from synthcheck.preprocess import tile_grid
+
     det = Detector.load(two_models / "run_large" / "model")
     buf = io.BytesIO()
-    big_image(1, np.random.default_rng(5), 96).save(buf, "PNG")
-    (e,) = det.explain(buf.getvalue(), ["gradcam"])
-    assert e.image.shape == (32, 32, 3) and "tile" in e.details
-    assert e.prob_ai == pytest.approx(det.predict(buf.getvalue())[0].prob_ai, abs=1e-6)
+    img = big_image(1, np.random.default_rng(5), 96)
+    img.save(buf, "PNG")
+    cam, lime = det.explain(buf.getvalue(), ["gradcam", "lime"], n_samples=40)
+    assert cam.image.shape == (96, 96, 3) and cam.attribution.shape == (96, 96) and cam.details["tiles"] == 4
+    assert lime.attribution.shape == (96, 96)
+    assert cam.prob_ai == pytest.approx(det.predict(buf.getvalue())[0].prob_ai, abs=1e-6)
+    # 2 x 2 tiles of 32 px on 96 px leave a gap in the middle: the model never saw it, and the map says so
+    assert np.isnan(cam.attribution[40:56, 40:56]).all() and np.isfinite(cam.attribution[:32, :32]).all()
+    # each tile's region holds that tile's own Grad-CAM (the corners overlap no other tile)
+    tiles = tile_grid(np.asarray(img), 32, 2)
+    own = gradcam(det.model, np.ascontiguousarray(tiles[3]), cam.details["towards_ai"])
+    assert np.allclose(cam.attribution[64:, 64:], own, atol=1e-5)
 
 
 def test_linear_probe_trains_only_the_last_layer(tmp_path, tiny_dataset):
@@ -172,7 +183,7 @@ def test_auto_detector_routes_by_size_and_says_which(two_models):
     assert auto.route_name(50, 400) == "default" and auto.route_name(60, 60) == "photo"
     # explanations come from the routed model
     (e,) = auto.explain(imgs[1], ["gradcam"])
-    assert e.image.shape == (32, 32, 3) and "tile" in e.details
+    assert e.image.shape == (96, 96, 3) and e.details["tiles"] == 4  # the whole image, tile maps placed back
     with pytest.raises(ValueError, match="name it"):
         auto.probabilities_from_arrays(np.zeros((1, 3, 32, 32), np.uint8))
 

@@ -20,9 +20,13 @@ class AugmentConfig:
     rotate: float = 0.0      # max degrees; resamples pixels, so off by default for artifact detection
     zoom: float = 0.0        # max relative scale change, e.g. 0.1 = 0.9..1.1; off by default
     # robustness (CNNDetection-style damage, each applied to an image with this probability; 0 = off)
-    blur: float = 0.0        # Gaussian blur, sigma ~ U(0.5, 2) (smaller sigmas barely change a pixel)
-    jpeg: float = 0.0        # JPEG re-encoding, quality ~ U(30, 95)
+    blur: float = 0.0        # Gaussian blur, sigma ~ U(blur_sigma) (smaller sigmas barely change a pixel)
+    jpeg: float = 0.0        # JPEG re-encoding, quality ~ U(jpeg_quality)
     rescale: float = 0.0     # downscale by ~ U(0.5, 0.9) and back up (bilinear)
+    downscale: float = 0.0   # random native crops only: the crop is taken larger and downscaled by ~ U(0.5, 1)
+                             # (antialiased), as social media shrink photos; the image stays at that size
+    jpeg_quality: tuple = (30, 95)
+    blur_sigma: tuple = (0.5, 2.0)
 
     def to_dict(self):
         return asdict(self)
@@ -77,7 +81,8 @@ def _damage(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
     n, _, h, w = x.shape
     x = x.clone()
     pick_blur, pick_rescale, pick_jpeg = rand(n) < cfg.blur, rand(n) < cfg.rescale, rand(n) < cfg.jpeg
-    sigmas, scales, qualities = 0.5 + 1.5 * rand(n), 0.5 + 0.4 * rand(n), (30 + 65 * rand(n)).round()
+    (s0, s1), (q0, q1) = cfg.blur_sigma, cfg.jpeg_quality
+    sigmas, scales, qualities = s0 + (s1 - s0) * rand(n), 0.5 + 0.4 * rand(n), (q0 + (q1 - q0) * rand(n)).round()
     for i in torch.nonzero(pick_blur).flatten().tolist():
         s = float(sigmas[i])
         k = 2 * math.ceil(3 * s) + 1
@@ -92,3 +97,30 @@ def _damage(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
         for j, i in enumerate(idx):
             x[i] = torch.from_numpy(jpeg(u8[j], int(qualities[i])).copy()).permute(2, 0, 1).to(x.device).float() / 255
     return x.clamp(0, 1)
+
+
+def random_crops(images: torch.Tensor, sizes: torch.Tensor, crop: int, downscale: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random native-resolution crop per image of a `native` store -> float [N,3,crop,crop] in [0,1].
+
+    images: uint8 [N,3,S,S] with each image's pixels in its top-left min(size, S) corner; sizes: [N,2]
+    decoded (height, width). With probability `downscale` a crop up to 2x larger (as the image allows) is
+    shrunk to `crop` with antialiasing, as a photo shared at half size. A region smaller than the crop
+    (tiny images only) is brought up to it, as inference tiles bring up images smaller than a tile.
+    """
+    n, _, s, _ = images.shape
+    u = torch.rand(n, 4, generator=generator)
+    out = torch.empty((n, 3, crop, crop), dtype=torch.float32, device=images.device)
+    for i in range(n):
+        vh, vw = min(int(sizes[i, 0]), s), min(int(sizes[i, 1]), s)
+        r = crop
+        if downscale > 0 and u[i, 3] < downscale:
+            r = min(int(round(crop / (0.5 + 0.5 * float(u[i, 2])))), vh, vw)
+        r = max(1, min(r, vh, vw)) if min(vh, vw) >= crop else min(vh, vw)
+        top = int(u[i, 0] * (vh - r + 1))
+        left = int(u[i, 1] * (vw - r + 1))
+        patch = images[i:i + 1, :, top:top + r, left:left + r].float().div_(255)
+        if r != crop:
+            patch = F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False, antialias=r > crop)
+        out[i] = patch[0]
+    return out

@@ -90,6 +90,7 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
     t = fit_temperature(logits, labels)
     thr = choose_threshold(probabilities(logits, t), labels, max_fpr)
     config = dict(detector.config)
+    config.pop("abstain", None)  # a band fitted on other data no longer applies
     config.update({"temperature": t, "threshold": thr["threshold"], "threshold_rule": thr,
                    "uncertain_band": detector.uncertain_band if uncertain_band is None else uncertain_band,
                    "calibrated_on": [str(s) for s in sources]})
@@ -102,3 +103,56 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
             if (Path(detector.directory) / extra).exists():
                 shutil.copy(Path(detector.directory) / extra, out / extra)
     return config
+
+
+def verdicts(probs: np.ndarray, low: float, high: float) -> np.ndarray:
+    """1 = "ai" (p >= high), 0 = "real" (p <= low), -1 = "uncertain" (in between)."""
+    p = np.asarray(probs, dtype=np.float64)
+    return np.where(p >= high, 1, np.where(p <= low, 0, -1))
+
+
+def selective_figures(probs: np.ndarray, labels: np.ndarray, low: float, high: float) -> dict:
+    """At an operating band: share answered (coverage), share confidently wrong (of all images), and the
+    error among the answered."""
+    v = verdicts(probs, low, high)
+    labels = np.asarray(labels)
+    answered = v >= 0
+    wrong = answered & (v != labels)
+    n = max(len(labels), 1)
+    return {"n": int(len(labels)), "coverage": float(answered.mean()) if len(labels) else None,
+            "confidently_wrong": float(wrong.sum() / n), "called_ai": float((v == 1).mean()) if len(labels) else None,
+            "error_when_answered": float(wrong.sum() / answered.sum()) if answered.any() else None}
+
+
+def fit_abstention(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, threshold: float,
+                   max_wrong_pooled: float = 0.05, max_wrong_group: float = 0.10, grid: int = 400) -> dict:
+    """The widest-answering band [low, high] around `threshold` (verdict "ai" at p >= high, "real" at
+    p <= low, "uncertain" between) whose confidently wrong share is at most `max_wrong_group` in every
+    group and `max_wrong_pooled` over all images. Meant for scores of sources the model never saw
+    (leave-sources-out), so that "confident" means "right on sources it never saw".
+
+    Answering nothing (low 0, high 1) always meets the limits: that is the result when nothing else does.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels).astype(int)
+    g = np.asarray(groups, dtype=str)
+    qs = np.unique(np.quantile(p, np.linspace(0, 1, grid)))
+    lows = np.concatenate([[-np.inf], qs[qs <= threshold]])   # -inf: never answer "real"
+    highs = np.concatenate([qs[qs >= threshold], [np.inf]])   # inf: never answer "ai"
+    n = len(p)
+    # per group: AI images at or below each low are wrong "real"s; real images at or above each high wrong "ai"s
+    names = np.unique(g)
+    wrong_low = np.stack([((p[:, None] <= lows[None]) & ((g == k) & (y == 1))[:, None]).sum(0) for k in names])
+    wrong_high = np.stack([((p[:, None] >= highs[None]) & ((g == k) & (y == 0))[:, None]).sum(0) for k in names])
+    size = np.array([(g == k).sum() for k in names])[:, None]
+    ok_low = (wrong_low / size <= max_wrong_group).all(0)      # groups hold one label, so low and high
+    ok_high = (wrong_high / size <= max_wrong_group).all(0)    # constrain different groups
+    pooled = (wrong_low.sum(0)[:, None] + wrong_high.sum(0)[None, :]) / n
+    cover = ((p[:, None] <= lows[None]).sum(0)[:, None] + (p[:, None] >= highs[None]).sum(0)[None, :]) / n
+    feasible = ok_low[:, None] & ok_high[None, :] & (pooled <= max_wrong_pooled)
+    score = np.where(feasible, cover, -1.0)
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    # a side that never answers gets the edge 0 or 1 (P(AI) reaches neither in float64 at any sane logit)
+    return {"low": float(lows[i]) if np.isfinite(lows[i]) else 0.0,
+            "high": float(highs[j]) if np.isfinite(highs[j]) else 1.0,
+            "coverage": float(cover[i, j]), "confidently_wrong": float(pooled[i, j])}

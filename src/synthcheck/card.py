@@ -59,8 +59,7 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         f"- Training: {t.get('epochs')} epochs max (kept epoch {config.get('epoch')}), {t.get('optimizer')} lr {t.get('lr')}, "
         f"{t.get('schedule')} schedule, batch {t.get('batch_size')}, augmentation {t.get('augment')}; "
         f"{config.get('train_time_s')} s of training",
-        f"- Calibration: temperature {config.get('temperature', 1.0):.4f}; threshold {config.get('threshold', 0.5):.4f} "
-        f"({(config.get('threshold_rule') or {}).get('rule', 'default')}) on the validation split",
+        _calibration_line(config),
         f"- Command: `{command or config.get('command') or 'see config.json'}`",
         f"- Commit: {config.get('git_commit')}, synthcheck {config.get('synthcheck_version')}; "
         f"trained on: {config.get('hardware', 'not recorded')}",
@@ -77,6 +76,45 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
     if d.get("test_identical_to_train_or_val") is not None:
         lines += ["", f"Test files byte-identical to a training/validation file: {d['test_identical_to_train_or_val']} "
                       f"({'excluded' if d.get('excluded') else 'kept'})."]
+    if config.get("crossval"):
+        lines += crossval_section(config)
     if notes or config.get("notes"):
         lines += ["", "## Notes", "", notes or config.get("notes")]
     (model_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def _calibration_line(config: dict) -> str:
+    rule = (config.get("threshold_rule") or {}).get("rule", "default")
+    head = (f"- Calibration: temperature {config.get('temperature', 1.0):.4f}; threshold {config.get('threshold', 0.5):.4f} "
+            f"({rule})")
+    a = config.get("abstain")
+    if a:
+        return (head + f"; verdict \"real\" at P(AI) ≤ {a['low']:.4f}, \"ai\" at ≥ {a['high']:.4f}, \"uncertain\" between "
+                f"(the widest answering band with at most {100 * a['max_wrong_group']:.0f}% confidently wrong in every "
+                f"source group and {100 * a['max_wrong_pooled']:.0f}% overall). All three fitted on "
+                f"{config.get('calibrated_on')}. Size and aspect warnings inform; they do not change the verdict.")
+    return head + f", uncertain within ±{config.get('uncertain_band', 0):.2f}, fitted on the validation split"
+
+
+def crossval_section(config: dict) -> list[str]:
+    """The leave-sources-out table: each source group scored by a model that never saw it."""
+    cv = config["crossval"]
+    p = cv["pooled"]
+    lines = ["", "## Leave-sources-out figures (generators and cameras the model never saw)", "",
+             "Each source group was left out of training once and scored by a cross-validation model that never saw "
+             "it (folds: " + "; ".join(", ".join(v) for v in cv["folds"].values()) + "). Verdicts at a band fitted on "
+             "the other families' left-out scores (cross-fitted), so no group is judged by a band fitted on itself.", "",
+             f"Pooled ROC-AUC {p['roc_auc']:.3f}; mean ROC-AUC over AI groups {p['mean_ai_group_roc_auc']:.3f}; "
+             f"answered {100 * p['coverage']:.1f}%, confidently wrong {100 * p['confidently_wrong']:.1f}% "
+             f"(worst group {100 * p['max_group_confidently_wrong']:.1f}%).", "",
+             "| source group | n | ROC-AUC vs unseen real photos | answered | confidently wrong | called AI |",
+             "|---|---|---|---|---|---|"]
+    for g, r in sorted(cv["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
+        auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}"
+        lines.append(f"| {g} | {r['n']} | {auc} | {100 * r['coverage']:.0f}% | {100 * r['confidently_wrong']:.0f}% | "
+                     f"{100 * r['called_ai']:.0f}% |")
+    groups = (config.get("data") or {}).get("groups")
+    if groups:
+        lines += ["", "Training images per source group (this model): "
+                  + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) + "."]
+    return lines

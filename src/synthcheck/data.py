@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .groups import generator_of, group_of, lookup, manifest_path, read_manifest  # noqa: F401 (generator_of re-exported)
 from .preprocess import ImageError, PreprocessSpec, load_image
 
 log = logging.getLogger("synthcheck")
@@ -49,6 +50,8 @@ class RawItem:
     label: int
     split: str | None  # train / val / test, or None when the layout has no split level
     data: bytes
+    group: str = ""    # "<label>:<generator or photo source>" (see groups.py)
+    twin: str = ""     # aligned pseudo-fakes: content digest (hex) of the real photo they were made from
 
 
 def _parse_path(rel: str) -> tuple[int, str | None] | None:
@@ -67,17 +70,6 @@ def _parse_path(rel: str) -> tuple[int, str | None] | None:
     return LABEL_DIRS[label_dir], split
 
 
-_LABEL_WORDS = {"real", "fake", "ai", "img", "image", "jpg", "jpeg", "png", "webp", "synthetic", "generated"}
-
-
-def generator_of(name: str) -> str | None:
-    """The generator or source a file name carries ('372_stylegan_fake.png' -> 'stylegan',
-    'diffusion_000225.jpg' -> 'diffusion', 'coco_0012.jpg' -> 'coco'); None when it carries none."""
-    stem = Path(name).stem.lower()
-    words = [w for w in re.split(r"[^a-z0-9]+", stem) if w.isalpha() and w not in _LABEL_WORDS and len(w) > 1]
-    return "_".join(words) or None
-
-
 def _maybe_image(filename: str) -> bool:
     # files with no or odd extensions inside label folders are still tried, so broken ones get reported
     return not filename.startswith(".")
@@ -88,6 +80,12 @@ def iter_source(source: str | Path) -> Iterator[RawItem]:
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
+    manifest = read_manifest(manifest_path(source))
+
+    def item(rel: str, label: int, split: str | None, data: bytes) -> RawItem:
+        row = lookup(manifest, rel)
+        return RawItem(rel, label, split, data, group_of(rel, label, row, source), (row or {}).get("twin") or "")
+
     if source.is_dir():
         for path in sorted(source.rglob("*")):
             if not path.is_file():
@@ -101,7 +99,7 @@ def iter_source(source: str | Path) -> Iterator[RawItem]:
             except OSError as e:
                 log.warning("%s: cannot read (%s), skipped", path, e)
                 data = b""
-            yield RawItem(rel, parsed[0], parsed[1], data)
+            yield item(rel, parsed[0], parsed[1], data)
     elif tarfile.is_tarfile(source):
         with tarfile.open(source, "r:*") as tar:
             for member in tar:
@@ -111,7 +109,7 @@ def iter_source(source: str | Path) -> Iterator[RawItem]:
                 if parsed is None:
                     continue
                 f = tar.extractfile(member)
-                yield RawItem(member.name, parsed[0], parsed[1], f.read() if f else b"")
+                yield item(member.name, parsed[0], parsed[1], f.read() if f else b"")
     else:
         raise ValueError(f"{source}: not a folder or a tar archive")
 
@@ -129,6 +127,14 @@ class ImageSet:
     source: str
     spec: PreprocessSpec
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, problem)
+    groups: np.ndarray | None = None  # str per image: "<label>:<generator or photo source>" (groups.py)
+    twins: np.ndarray | None = None   # str per image: an aligned pseudo-fake's original (digest hex), else ""
+
+    def __post_init__(self):
+        if self.groups is None:
+            self.groups = np.array([f"{CLASS_NAMES[y]}:unknown" for y in self.labels], dtype=object)
+        if self.twins is None:
+            self.twins = np.array([""] * len(self.labels), dtype=object)
 
     def __len__(self):
         return len(self.labels)
@@ -136,7 +142,7 @@ class ImageSet:
     def subset(self, idx: np.ndarray) -> "ImageSet":
         idx = np.asarray(idx)
         return ImageSet(self.images[idx], self.labels[idx], self.splits[idx], [self.names[i] for i in idx],
-                        self.digests[idx], self.sizes[idx], self.source, self.spec, [])
+                        self.digests[idx], self.sizes[idx], self.source, self.spec, [], self.groups[idx], self.twins[idx])
 
     def split(self, name: str) -> "ImageSet":
         return self.subset(np.flatnonzero(self.splits == name))
@@ -301,6 +307,8 @@ def load_imageset(source: str | Path, spec: PreprocessSpec, cache_dir: Path | No
         source=str(source),
         spec=spec,
         skipped=skipped,
+        groups=np.array([raw[i].group for i in keep], dtype=object),
+        twins=np.array([raw[i].twin for i in keep], dtype=object),
     )
 
 
@@ -349,35 +357,42 @@ class Splits:
 
 
 def strata(s: ImageSet) -> np.ndarray:
-    """Label + the source/generator its file name carries ('1:diffusion', '0:coco'), for stratified splits;
-    just the label when some group is too small to be split."""
-    groups = np.array([f"{y}:{generator_of(n) or ''}" for y, n in zip(s.labels, s.names)])
-    _, counts = np.unique(groups, return_counts=True)
-    return groups if counts.min() >= 4 else s.labels
+    """Each image's source group ('ai:diffusion', 'real:coco'; the label is part of it), for stratified
+    splits; groups too small to be split (under 4 images) are pooled per label."""
+    groups = np.asarray(s.groups, dtype=str)
+    names, counts = np.unique(groups, return_counts=True)
+    small = set(names[counts < 4])
+    if small:
+        groups = np.array([f"{CLASS_NAMES[y]}:(small groups)" if g in small else g for g, y in zip(groups, s.labels)])
+        names, counts = np.unique(groups, return_counts=True)
+    return groups if counts.min() >= 2 else s.labels
+
+
+def concat_sets(sets: list[ImageSet]) -> ImageSet | None:
+    """One ImageSet from several (same spec), groups and twins kept; None when all are empty."""
+    sets = [s for s in sets if len(s)]
+    if not sets:
+        return None
+    if len(sets) == 1:
+        return sets[0]
+    return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                    np.concatenate([s.splits for s in sets]), sum((s.names for s in sets), []),
+                    np.concatenate([s.digests for s in sets]), np.concatenate([s.sizes for s in sets]),
+                    "+".join(s.source for s in sets), sets[0].spec, sum((s.skipped for s in sets), []),
+                    np.concatenate([s.groups for s in sets]), np.concatenate([s.twins for s in sets]))
 
 
 def make_splits(sources: list[ImageSet], val_fraction: float, seed: int, test: list[ImageSet] | None = None,
                 exclude_duplicates: bool = True, test_fraction: float = 0.0) -> Splits:
     """Train/val/test from loaded sets: explicit splits kept, val carved from train if absent.
 
-    With `test_fraction` and no test data, a seeded test part is held out first (stratified by label
-    and by the source the file names carry, e.g. diffusion/coco/imagenet), then val from the rest.
+    With `test_fraction` and no test data, a seeded test part is held out first (stratified by source
+    group, e.g. ai:diffusion/real:coco/real:imagenet), then val from the rest.
 
     Files byte-identical to a training file are reported and (by default) removed
     from val and test, so evaluation never scores an image the model trained on.
     """
-    def concat(sets: list[ImageSet]) -> ImageSet | None:
-        sets = [s for s in sets if len(s)]
-        if not sets:
-            return None
-        if len(sets) == 1:
-            return sets[0]
-        return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
-                        np.concatenate([s.splits for s in sets]), sum((s.names for s in sets), []),
-                        np.concatenate([s.digests for s in sets]), np.concatenate([s.sizes for s in sets]),
-                        "+".join(s.source for s in sets), sets[0].spec,
-                        sum((s.skipped for s in sets), []))
-
+    concat = concat_sets
     tr_parts, va_parts, te_parts = [], [], list(test or [])
     for s in sources:
         if s.has_split("train") or s.has_split("val") or s.has_split("test"):

@@ -17,7 +17,8 @@ from .checkpoint import load_model, spec_of
 from .inference import pick_device, score_logits
 from .metadata import combine_verdict, inspect
 from .models import fold_batchnorm
-from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image
+from .preprocess import (DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image, tile_boxes,
+                         tiling_canvas)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "default"  # the CIFAKE-sized model
@@ -67,6 +68,7 @@ class Prediction:
     route: str | None = None          # why this model scored it, when the Detector chose among several
     threshold: float | None = None    # the scoring model's operating point and uncertain band
     uncertain_band: float | None = None
+    uncertain_range: tuple | None = None  # (low, high): "real" at P(AI) <= low, "ai" at >= high, else "uncertain"
 
     @property
     def ok(self) -> bool:
@@ -77,13 +79,31 @@ class Prediction:
         return {"source": self.source, "prob_ai": self.prob_ai, "verdict": self.verdict, "model": self.model,
                 "error": self.error, "pixel_verdict": self.pixel_verdict, "reason": self.reason,
                 "evidence": list(self.evidence), "warnings": list(self.warnings), "route": self.route,
-                "threshold": self.threshold, "uncertain_band": self.uncertain_band}
+                "threshold": self.threshold, "uncertain_band": self.uncertain_band,
+                "uncertain_range": list(self.uncertain_range) if self.uncertain_range else None}
 
 
 def stack_decoded(decoded: list[dict]) -> np.ndarray:
     """The pixels of the inputs that decoded, stacked for one model call (failures are skipped)."""
     good = [d["pixels"] for d in decoded if "pixels" in d]
     return np.stack(good) if good else np.zeros((0, 3, 1, 1), np.uint8)
+
+
+def uncertain_range(config: dict) -> tuple[float, float]:
+    """(low, high) of a model's "uncertain" verdicts: fitted on left-out sources (`abstain` in its config,
+    from `crossval`) or, for models calibrated on validation data, threshold ± uncertain_band."""
+    a = config.get("abstain")
+    if a:
+        return float(a["low"]), float(a["high"])
+    t, b = float(config.get("threshold", 0.5)), float(config.get("uncertain_band", 0.0))
+    return t - b, t + b
+
+
+def describe_range(threshold: float, rng: tuple[float, float]) -> str:
+    low, high = rng
+    if abs((threshold - low) - (high - threshold)) < 1e-9:
+        return f"uncertain within ±{high - threshold:.2f}"
+    return f"uncertain from {low:.3f} to {high:.3f}"
 
 
 def _source_name(src: ImageSource, i: int) -> str:
@@ -123,6 +143,7 @@ class Detector:
         self.temperature = float(config.get("temperature", 1.0))
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
+        self.uncertain_range = uncertain_range(config)
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
 
@@ -183,9 +204,10 @@ class Detector:
         return probabilities(self.logits(images, batch_size), self.temperature)
 
     def verdict(self, prob: float) -> str:
-        if abs(prob - self.threshold) < self.uncertain_band:
-            return "uncertain"
-        return "ai" if prob >= self.threshold else "real"
+        low, high = self.uncertain_range
+        if prob >= high:
+            return "ai"
+        return "real" if prob <= low else "uncertain"
 
     def predict(self, images: ImageSource | Sequence[ImageSource], names: Sequence[str] | None = None,
                 batch_size: int = 256) -> list[Prediction]:
@@ -245,7 +267,7 @@ class Detector:
     def describe(self) -> str:
         """One line for table titles and pages: model, input, operating point."""
         return (f"{self.model_id} ({self.spec.image_size} px {self.spec.label()}; threshold {self.threshold:.3f}, "
-                f"uncertain within ±{self.uncertain_band:.2f}, T={self.temperature:.3f})")
+                f"{describe_range(self.threshold, self.uncertain_range)}, T={self.temperature:.3f})")
 
     def use_policy(self, policy: str) -> None:
         """Feed the model by another input policy (resize | center_crop | crop | tiles:N) at its own input size,
@@ -279,9 +301,12 @@ class Detector:
             return pred
         pixel = self.verdict(p)
         warnings = self.domain_warnings(*decoded["size"])
-        verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=bool(warnings))
+        # a model whose band was fitted on unseen sources lets the band decide; size warnings only inform
+        decide = bool(warnings) and self.config.get("domain_rule", "abstain") == "abstain"
+        verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=decide)
         return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
-                          [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band)
+                          [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band,
+                          self.uncertain_range)
 
     # --- explanations ---------------------------------------------------------------------------
 
@@ -316,34 +341,42 @@ class Detector:
         from . import explain as ex
 
         pixels = d["pixels"]
-        tile = None
-        if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the tile that pushed it most
-            tile_logits = self.logits(pixels)
-            p = float(probabilities(np.array([tile_logits.mean()]), self.temperature)[0])
-            tile = int(np.argmax(tile_logits) if p >= self.threshold else np.argmin(tile_logits))
-            pixels = pixels[tile]
+        whole = None
+        if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the whole image, tile maps placed back
+            p = float(probabilities(np.array([self.logits(pixels).mean()]), self.temperature)[0])
+            canvas = tiling_canvas(decode_image(d["data"], name, max_pixels=self.max_pixels), self.spec.image_size)
+            whole = (canvas, tile_boxes(*canvas.shape[:2], self.spec.image_size, self.spec.tiles))
+            seen = canvas
         else:
             p = float(self.probabilities_from_arrays(pixels[None])[0])
+            seen = pixels.transpose(1, 2, 0)
         pred = self.make_prediction(name, d, p)
-        seen = pixels.transpose(1, 2, 0)
-        size = seen.shape[0]
+        size = self.spec.image_size
         out = []
         for m in methods:
             details: dict = {}
             image = seen
             if m in ("gradcam", "gradcampp"):
                 towards_ai = pred.prob_ai >= self.threshold
-                attr, sec = ex.timed(ex.gradcam if m == "gradcam" else ex.gradcam_pp, self.model, seen, towards_ai)
+                if whole:
+                    attr, sec = ex.timed(ex.tiled_cam, self.model, *whole, size, towards_ai, m == "gradcampp")
+                else:
+                    attr, sec = ex.timed(ex.gradcam if m == "gradcam" else ex.gradcam_pp, self.model, seen, towards_ai)
                 details.update(layer=self.model.target_layer, towards_ai=towards_ai)
             elif m in ("lime", "shap"):
-                (attr, details), sec = ex.timed(ex._perturbation, m, self.model, seen,
-                                                n_samples or ex.default_samples(m, size),
-                                                n_segments or ex.default_segments(size), progress)
+                n_tiles = len(whole[1]) if whole else 1
+                samples = n_samples or ex.default_samples(m, size, n_tiles)
+                segments = n_segments or (64 if whole else ex.default_segments(size))
+                if whole:
+                    (attr, details), sec = ex.timed(ex.tiled_perturbation, m, self.model, *whole, size, samples,
+                                                    segments, progress)
+                else:
+                    (attr, details), sec = ex.timed(ex._perturbation, m, self.model, seen, samples, segments, progress)
             else:  # spectrum: native pixels, never resampled
                 image = ex.native_crop(decode_image(d["data"], name, max_pixels=self.max_pixels))
                 attr, sec = ex.timed(ex.spectrum, image)
-            if tile is not None and m != "spectrum":
-                details["tile"] = f"{tile + 1} of {len(d['pixels'])} (the one pushing the verdict most)"
+            if whole and m != "spectrum":
+                details["tiles"] = len(whole[1])
             out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
         return out
 
@@ -391,6 +424,7 @@ class AutoDetector(Detector):
         self._centres = {k: _median_short_side(m) for k, m in members.items()}
         self._max_pixels, self._metadata = DEFAULT_MAX_PIXELS, True
         self.threshold = self.uncertain_band = self.temperature = None  # per member: see each Prediction
+        self.uncertain_range = None
 
     # settings front ends change apply to every member
     max_pixels = property(lambda self: self._max_pixels, lambda self, v: self._set("max_pixels", v))

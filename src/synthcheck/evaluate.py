@@ -43,8 +43,8 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         part, excluded = evaluation_part(full), 0
         if exclude_train:
             part, excluded = drop_train_identical(detector, part)
-        probs, routed, thr, band = score_part(detector, src, part, progress)
-        m = compute_metrics(part.labels, probs, thr, band)
+        probs, routed, thr, rng = score_part(detector, src, part, progress)
+        m = compute_metrics(part.labels, probs, thr, uncertain_range=rng)
         if routed is not None:
             m["routed"] = routed
         m["source"] = str(src)
@@ -82,13 +82,13 @@ def score_part(detector: Detector, src, part: ImageSet, progress: bool):
     For the auto detector each image is scored by the model `route` picks for its decoded size, the rest of
     the set re-decoded for that model only; the threshold is then per image (P(AI) is calibrated per model,
     and metrics use a shared 0.5 after shifting each model's threshold there: see `_to_common_threshold`).
-    -> probs, {model: count} or None, threshold, uncertain band.
+    -> probs, {model: count} or None, threshold, (low, high) of the uncertain verdicts (per image for auto).
     """
     members = getattr(detector, "members", None)
     if not members:
-        return detector.probabilities_from_arrays(part.images), None, detector.threshold, detector.uncertain_band
+        return detector.probabilities_from_arrays(part.images), None, detector.threshold, detector.uncertain_range
     routes = np.array([detector.route_name(int(h), int(w)) for h, w in part.sizes])
-    probs = np.zeros(len(part))
+    probs, low, high = np.zeros(len(part)), np.zeros(len(part)), np.zeros(len(part))
     first = _first(detector)
     for name, member in members.items():
         idx = np.flatnonzero(routes == name)
@@ -104,8 +104,9 @@ def score_part(detector: Detector, src, part: ImageSet, progress: bool):
             idx = idx[keep]
             images = other.images[[pos[wanted[k]] for k in keep]]
         probs[idx] = _to_common_threshold(member.probabilities_from_arrays(images), member.threshold)
-    band = float(np.mean([m.uncertain_band for m in members.values()]))
-    return probs, {k: int((routes == k).sum()) for k in members}, 0.5, band
+        lo, hi = (_to_common_threshold(np.array([v]), member.threshold)[0] for v in member.uncertain_range)
+        low[idx], high[idx] = lo, hi
+    return probs, {k: int((routes == k).sum()) for k in members}, 0.5, (low, high)
 
 
 def _to_common_threshold(p: np.ndarray, threshold: float) -> np.ndarray:

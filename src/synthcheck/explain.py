@@ -55,9 +55,11 @@ def superpixels(image: np.ndarray, n_segments: int) -> np.ndarray:
     return seg
 
 
-def default_samples(method: str, size: int) -> int:
+def default_samples(method: str, size: int, n_tiles: int = 1) -> int:
     """Perturbation samples: several per segment (KernelSHAP's regression needs more samples than segments);
-    the cost per method is in BENCHMARKS.md."""
+    a tiled model pays one pass per tile per sample, so whole images get fewer. Costs are in BENCHMARKS.md."""
+    if n_tiles > 1:
+        return 200
     return 300 if size <= 64 else 600
 
 
@@ -123,6 +125,7 @@ def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_se
     device = next(model.parameters()).device
     x = _pixels(image_u8, device)
     mask = superpixels(image_u8, n_segments)
+    model = model.eval()
     baseline = x.mean(dim=(2, 3), keepdim=True).expand_as(x)  # "removed" segments take the image's mean colour
     explainer = (Lime if method == "lime" else KernelShap)(model)
     # captum samples from torch's global RNG: fork it and seed, so the same image gets the same explanation
@@ -132,6 +135,52 @@ def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_se
                                    .expand(1, 3, *mask.shape), n_samples=n_samples, perturbations_per_eval=64,
                                    show_progress=progress)
     return attr[0, 0].detach().cpu().numpy(), {"segments": int(mask.max() + 1), "samples": n_samples}
+
+
+# --- whole images under tiled models: the tile maps placed back where the tiles were ----------------
+
+class TileMean(torch.nn.Module):
+    """A whole image -> the mean logit of its tiles, exactly as a tiled model scores it (for LIME/SHAP over the
+    whole picture: removing a superpixel changes every tile that holds part of it)."""
+
+    def __init__(self, model, boxes: list[tuple[int, int]], size: int):
+        super().__init__()
+        self.model, self.boxes, self.size = model, boxes, size
+
+    def forward(self, x):
+        s = self.size
+        tiles = torch.stack([x[:, :, y:y + s, l:l + s] for y, l in self.boxes], 1)  # [B,T,3,s,s]
+        b, t = tiles.shape[:2]
+        return self.model(tiles.reshape(b * t, *tiles.shape[2:])).reshape(b, t).mean(1)
+
+
+def stitch(maps: np.ndarray, boxes: list[tuple[int, int]], height: int, width: int) -> np.ndarray:
+    """Tile maps [T,s,s] -> one HxW map: each pixel the mean over the tiles that hold it, NaN where no tile
+    reached (the model never saw those pixels)."""
+    total = np.zeros((height, width))
+    count = np.zeros((height, width))
+    s = maps.shape[-1]
+    for m, (y, x) in zip(maps, boxes):
+        total[y:y + s, x:x + s] += m
+        count[y:y + s, x:x + s] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def tiled_cam(model, canvas: np.ndarray, boxes: list[tuple[int, int]], size: int, towards_ai: bool,
+              plus: bool = False) -> np.ndarray:
+    """Grad-CAM (or ++) of every tile, each towards the image's verdict, stitched over the whole image."""
+    fn = gradcam_pp if plus else gradcam
+    maps = np.stack([fn(model, np.ascontiguousarray(canvas[y:y + size, x:x + size]), towards_ai) for y, x in boxes])
+    return stitch(maps, boxes, *canvas.shape[:2])
+
+
+def tiled_perturbation(method: str, model, canvas: np.ndarray, boxes: list[tuple[int, int]], size: int,
+                       n_samples: int, n_segments: int, progress: bool):
+    """LIME / KernelSHAP over superpixels of the whole image, scored as the tiled model scores it."""
+    attr, details = _perturbation(method, TileMean(model, boxes, size), canvas, n_samples, n_segments, progress)
+    covered = stitch(np.ones((len(boxes), size, size)), boxes, *canvas.shape[:2])
+    return np.where(np.isnan(covered), np.nan, attr), details
 
 
 def native_crop(image_u8: np.ndarray, max_size: int = 512) -> np.ndarray:
@@ -214,10 +263,14 @@ def render(expl: Explanation, path, reference: dict | None = None):
         a = expl.attribution
         a_big = np.kron(a, np.ones((k, k))) if k > 1 else a
         signed = expl.method in ("lime", "shap")
-        lim = float(np.abs(a).max()) or 1.0
+        lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
+        lim = lim or 1.0
         fig = Figure(figsize=(10, 3.6))
         axes = fig.subplots(1, 3)
-        axes[0].imshow(big, interpolation="nearest"); axes[0].set_title("input (as the model saw it)", fontsize=9)
+        whole = expl.details.get("tiles")
+        axes[0].imshow(big, interpolation="nearest" if k > 1 else "antialiased")
+        axes[0].set_title(f"whole image ({whole} tiles, maps placed back)" if whole else "input (as the model saw it)",
+                          fontsize=9)
         cmap, vmin = ("coolwarm", -lim) if signed else ("jet", 0.0)
         im = axes[1].imshow(a_big, cmap=cmap, vmin=vmin, vmax=lim, interpolation="nearest")
         cam_title = f"{'Grad-CAM++' if expl.method == 'gradcampp' else 'Grad-CAM'}: evidence for {'AI' if expl.details.get('towards_ai', True) else 'real'}"

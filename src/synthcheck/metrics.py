@@ -12,8 +12,11 @@ from .data import CLASS_NAMES
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5,
-                    uncertain_band: float = 0.0) -> dict:
-    """Everything a user asks of a binary detector, on one labelled set (label 1 = AI-generated)."""
+                    uncertain_band: float = 0.0, uncertain_range=None) -> dict:
+    """Everything a user asks of a binary detector, on one labelled set (label 1 = AI-generated).
+
+    `uncertain_range` (low, high; scalars or one per image) overrides threshold ± uncertain_band for the
+    coverage figures: "real" at P(AI) <= low, "ai" at >= high, "uncertain" between."""
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     pred = (probs >= threshold).astype(int)
@@ -37,11 +40,18 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.
         "classification_report": skm.classification_report(labels, pred, labels=[0, 1], target_names=list(CLASS_NAMES),
                                                             digits=4, zero_division=0),
     }
-    if uncertain_band > 0:
-        confident = np.abs(probs - threshold) >= uncertain_band
+    if uncertain_range is None and uncertain_band > 0:
+        uncertain_range = (threshold - uncertain_band, threshold + uncertain_band)
+    if uncertain_range is not None:
+        low, high = (np.broadcast_to(np.asarray(v, dtype=np.float64), probs.shape) for v in uncertain_range)
+        confident = (probs <= low) | (probs >= high)
+        said = (probs >= high).astype(int)
         out["uncertain_band"] = float(uncertain_band)
+        if np.ndim(uncertain_range[0]) == 0:
+            out["uncertain_range"] = [float(uncertain_range[0]), float(uncertain_range[1])]
         out["coverage"] = float(confident.mean())
-        out["confident_accuracy"] = float((pred[confident] == labels[confident]).mean()) if confident.any() else None
+        out["confident_accuracy"] = float((said[confident] == labels[confident]).mean()) if confident.any() else None
+        out["confidently_wrong"] = float((confident & (said != labels)).mean())
     return out
 
 

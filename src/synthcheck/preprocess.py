@@ -29,7 +29,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-RESIZE_POLICIES = ("resize", "center_crop", "crop", "tiles")
+RESIZE_POLICIES = ("resize", "center_crop", "crop", "tiles", "native")
 
 # Only these decoders ever see user bytes. Pillow can open more (EPS hands the file to Ghostscript,
 # PSD/ICNS/FITS... are rarely photos and widen the attack surface), so everything else is refused.
@@ -85,7 +85,9 @@ class PreprocessSpec:
     so generator artifacts are never resampled; smaller images are resized up) or
     `tiles` (a `tiles` x `tiles` grid of native-resolution crops spread evenly over
     the image; the model scores each and the logits are averaged). With tiles > 1
-    an image becomes [tiles², 3, S, S] instead of [3, S, S].
+    an image becomes [tiles², 3, S, S] instead of [3, S, S]. `native` is a training store: the centre
+    S x S of the image at native resolution, never resampled, a smaller image kept whole at the top left
+    (zeros around it; its true size is in `ImageSet.sizes`), so training can draw random native crops.
     """
 
     image_size: int = 32
@@ -261,6 +263,12 @@ def fit_to_size(arr: np.ndarray, size: int, policy: str = "resize") -> np.ndarra
         img = img.crop((left, top, left + size, top + size))
     elif policy == "tiles":  # one image: the centre tile
         return tile_grid(arr, size, 1)[0]
+    elif policy == "native":
+        out = np.zeros((size, size, 3), np.uint8)
+        ch, cw = min(h, size), min(w, size)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        out[:ch, :cw] = arr[top:top + ch, left:left + cw]
+        return out
     else:  # crop (and each tile): keep native pixels; upsample only images smaller than the crop
         if min(h, w) < size:
             return fit_to_size(arr, size, "center_crop")
@@ -277,18 +285,26 @@ def _resize_short_side(arr: np.ndarray, size: int) -> np.ndarray:
                                                   Image.BILINEAR), dtype=np.uint8)
 
 
+def tiling_canvas(arr: np.ndarray, size: int) -> np.ndarray:
+    """The array tiles are cut from: the image itself, or (smaller than one tile) its short side brought up to `size`."""
+    return _resize_short_side(arr, size) if min(arr.shape[:2]) < size else arr
+
+
+def tile_boxes(height: int, width: int, size: int, n: int) -> list[tuple[int, int]]:
+    """(top, left) of the n x n tiles of `size` spread evenly over a canvas of height x width, row by row."""
+    ys = np.linspace(0, height - size, n).round().astype(int) if n > 1 else [(height - size) // 2]
+    xs = np.linspace(0, width - size, n).round().astype(int) if n > 1 else [(width - size) // 2]
+    return [(int(y), int(x)) for y in ys for x in xs]
+
+
 def tile_grid(arr: np.ndarray, size: int, n: int) -> np.ndarray:
     """n x n native-resolution size x size crops spread evenly over an HxWx3 image -> [n², size, size, 3].
 
     Pixels are never resampled unless the image is smaller than one tile (then its short side is
     brought up to `size` first, as `crop` does). Tiles overlap when n * size exceeds the image.
     """
-    if min(arr.shape[:2]) < size:
-        arr = _resize_short_side(arr, size)
-    h, w = arr.shape[:2]
-    ys = np.linspace(0, h - size, n).round().astype(int) if n > 1 else [(h - size) // 2]
-    xs = np.linspace(0, w - size, n).round().astype(int) if n > 1 else [(w - size) // 2]
-    return np.stack([arr[y:y + size, x:x + size] for y in ys for x in xs])
+    arr = tiling_canvas(arr, size)
+    return np.stack([arr[y:y + size, x:x + size] for y, x in tile_boxes(*arr.shape[:2], size, n)])
 
 
 def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = None,

@@ -183,7 +183,8 @@ def _model_info(det: Detector) -> dict:
     c = det.config
     return {"id": det.model_id, "arch": c["arch"]["name"], "backend": det.backend, "precision": det.precision,
             "input_size": det.spec.image_size, "resize_policy": det.spec.label(), "threshold": det.threshold,
-            "uncertain_band": det.uncertain_band, "temperature": det.temperature,
+            "uncertain_band": det.uncertain_band, "uncertain_range": list(det.uncertain_range),
+            "temperature": det.temperature,
             "test_metrics": {k: c.get("test_metrics", {}).get(k) for k in ("n", "accuracy", "roc_auc", "ece")}
             if c.get("test_metrics") else None,
             "trained_on_sizes": c.get("data", {}).get("image_sizes")}
@@ -222,7 +223,8 @@ class Service:
                 r.update(prob_ai=pred.prob_ai, verdict=pred.verdict, pixel_verdict=pred.pixel_verdict,
                          reason=pred.reason, evidence=pred.evidence, warnings=pred.warnings,
                          width=d["size"][1], height=d["size"][0], model=pred.model, route=pred.route,
-                         threshold=pred.threshold, uncertain_band=pred.uncertain_band)
+                         threshold=pred.threshold, uncertain_band=pred.uncertain_band,
+                         uncertain_range=list(pred.uncertain_range))
             else:
                 r["error"] = pred.error
             r["timing_ms"] = {"decode": round(d["decode_s"] * 1000, 2), "model": round(t_model * 1000, 2),
@@ -424,6 +426,7 @@ def create_app(settings: ServeSettings | None = None, detector: Detector | None 
 
         results, ms = await with_timeout(work())
         body = {"model": detector.model_id, "threshold": detector.threshold, "uncertain_band": detector.uncertain_band,
+                "uncertain_range": list(detector.uncertain_range) if detector.uncertain_range else None,
                 "results": results, "timing_ms": round(ms, 2)}
         bad = [r for r in results if "error" in r]
         if bad:

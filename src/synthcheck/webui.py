@@ -46,12 +46,13 @@ def _table(results: list[dict]) -> str:
         rows.append(f'<tr class="result" data-verdict="{v}"><td class="file">{name}</td>'
                     f'<td class="verdict" style="color:{COLOURS.get(v, "#000")};font-weight:bold">{v}</td>'
                     f'<td class="prob">{r["prob_ai"]:.3f}</td>'
-                    f'<td class="threshold">{r["threshold"]:.3f} ± {r["uncertain_band"]:.2f}</td>'
+                    f'<td class="threshold">{r["uncertain_range"][0]:.3f} – {r["uncertain_range"][1]:.3f}</td>'
                     f'<td class="notes">{"<br>".join(html.escape(str(n)) for n in notes)}</td></tr>')
     return ('<table id="verdict-table"><thead><tr><th>file</th><th>verdict</th><th>P(AI), calibrated</th>'
-            f'<th>threshold ± uncertain band</th><th>notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            '<p>Each model\'s threshold was chosen on its validation data; scores within the band around it are '
-            '"uncertain". Metadata (C2PA, EXIF, generator text) can override the pixel verdict.</p>')
+            f'<th>uncertain between</th><th>notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            '<p>P(AI) at or below the first number is "real", at or above the second "ai", in between "uncertain" '
+            '(each model\'s band was fitted on held-out data: for the photo model, on sources it never saw). '
+            'Metadata (C2PA, EXIF, generator text) can override the pixel verdict.</p>')
 
 
 def build_ui(service) -> gr.Blocks:
