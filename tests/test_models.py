@@ -39,3 +39,20 @@ def test_imagenet_weights_load_offline_from_torch_home(tmp_path, monkeypatch):
     assert torch.equal(model.backbone.features[0][0].weight, ref.features[0][0].weight)
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1,)
+
+
+def test_missing_pretrained_weights_fail_in_one_clear_line(monkeypatch, tmp_path):
+    """No network: torchvision's download fails; the error names the file, where it goes and what else to do."""
+    import urllib.request
+
+    from synthcheck.models import build_model
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as e:
+        build_model("mobilenet_v2", "imagenet")
+    msg = str(e.value)
+    assert "mobilenet_v2-b0353104.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "\n" not in msg

@@ -31,6 +31,8 @@ log = logging.getLogger("synthcheck")
 class CrossvalConfig:
     sources: list[str]                      # the pool: every group in it is left out once
     pairs: list[str] = field(default_factory=list)  # training-only aligned pairs (synthcheck pairs)
+    pairs_per_photo: int = 0                # with several autoencoders: keep this many pseudo-fakes per real photo
+                                            # (seeded draw; 0 = all), so mixing families does not add data
     folds: int = 5
     seed: int = 0
     merge: dict = field(default_factory=dict)       # family -> family it belongs with
@@ -94,12 +96,28 @@ def load_pool(cfg: CrossvalConfig, progress: bool = True) -> Pool:
         seen = {d.tobytes() for d in pool.digests}
         ex = concat_sets([load_imageset(s, spec, workers=cfg.train.workers, progress=progress) for s in cfg.pairs])
         keep = [i for i, d in enumerate(ex.digests) if d.tobytes() not in seen]  # originals already in the pool
+        if cfg.pairs_per_photo:
+            keep = _per_photo(keep, ex.twins, cfg.pairs_per_photo, cfg.seed)
         extra = ex.subset(np.array(keep, dtype=int))
         by_digest = {d.tobytes().hex(): f for d, f in zip(pool.digests, fam)}
         blocked = np.array([by_digest.get(t, "") for t in extra.twins], dtype=object)
         if len(extra) and not (blocked != "").any():
             log.warning("none of the pairs' originals is in the pool: they are never dropped from a fold")
     return Pool(pool, extra, fam, blocked, cats)
+
+
+def _per_photo(keep: list[int], twins: np.ndarray, n: int, seed: int) -> list[int]:
+    """At most n pseudo-fakes of each real photo, drawn with a seeded shuffle (one family or another per photo)."""
+    rng = np.random.default_rng(seed)
+    order = [keep[i] for i in rng.permutation(len(keep))]
+    taken: dict[str, int] = {}
+    out = []
+    for i in order:
+        t = twins[i]
+        if not t or taken.get(t, 0) < n:
+            taken[t] = taken.get(t, 0) + 1
+            out.append(i)
+    return sorted(out)
 
 
 def _store_spec(cfg: TrainConfig):

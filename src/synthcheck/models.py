@@ -8,6 +8,7 @@ work in plain pixel space and the normalisation travels with the weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -114,10 +115,27 @@ def _tv(arch: str, head: Callable[[nn.Module], None], target: str):
         import torchvision
 
         weights = "IMAGENET1K_V1" if pretrained else None
-        net = getattr(torchvision.models, arch)(weights=weights)
+        try:
+            net = getattr(torchvision.models, arch)(weights=weights)
+        except (OSError, RuntimeError) as e:  # urllib's URLError is an OSError; a truncated file a RuntimeError
+            if not pretrained:
+                raise
+            raise FileNotFoundError(pretrained_weights_hint(arch, e)) from None
         head(net)
         return net, target
     return build
+
+
+def pretrained_weights_hint(arch: str, error: Exception) -> str:
+    """One line instead of urllib's traceback: which file, where torchvision looks, what to do."""
+    import torch
+    import torchvision
+
+    w = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    file = w.url.rsplit("/", 1)[-1]
+    where = Path(torch.hub.get_dir()) / "checkpoints" / file
+    return (f"could not get {arch}'s ImageNet weights ({type(error).__name__}: {str(error)[:80]}): put {file} "
+            f"(from {w.url}) at {where} ($TORCH_HOME/hub/checkpoints/), or train without --weights imagenet")
 
 
 def _replace_fc(net):
