@@ -207,12 +207,13 @@ def evaluate(
         if m.get("routed"):
             console.print(f"{k}: scored by " + ", ".join(f"{name} {n}" for name, n in m["routed"].items() if n))
     for k, m in res["sets"].items():
-        if m.get("by_generator"):  # file names carry the generator/source: one row each
-            g = Table(title=f"{k} — by generator (from file names)")
-            for c in ("generator", "n", "AI", "accuracy", "ROC-AUC"):
-                g.add_column(c, justify="left" if c == "generator" else "right")
+        if m.get("by_generator"):  # a manifest or the file names say the generator/source: one row each
+            g = Table(title=f"{k} — by source (generator or photo source, from the manifest or file names)")
+            for c in ("source", "n", "AI", "accuracy", "ROC-AUC", "ROC-AUC vs all real"):
+                g.add_column(c, justify="left" if c == "source" else "right")
             for name, v in m["by_generator"].items():
-                g.add_row(name, str(v["n"]), str(v["n_ai"]), f(v["accuracy"]), f(v["roc_auc"]))
+                g.add_row(name, str(v["n"]), str(v["n_ai"]), f(v["accuracy"]), f(v["roc_auc"]),
+                          f(v.get("roc_auc_vs_all_real")))
             console.print(g)
     for k, m in res["sets"].items():
         if not quiet:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ImageSet, generator_of, load_imageset, save_json
+from .groups import family_of
 from .detector import Detector
 from .metrics import compute_metrics, plot_metrics
 
@@ -50,7 +51,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         m["source"] = str(src)
         m["excluded_train_identical"] = excluded
         m["skipped_files"] = [f"{n}: {p}" for n, p in full.skipped]
-        groups = by_generator(part.names, part.labels, probs, thr)
+        groups = by_source([family_of(g) for g in part.groups], part.labels, probs, thr)
         if groups:
             m["by_generator"] = groups
         key = _slug(str(src))
@@ -119,20 +120,31 @@ def _to_common_threshold(p: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def by_generator(names: list[str], labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict | None:
-    """Per-generator accuracy (and ROC-AUC where a group holds both classes), when names say the generator."""
+    """Per-generator breakdown when only file names say the generator (see `by_source`)."""
+    return by_source([generator_of(n) or "" for n in names], labels, probs, threshold)
+
+
+def by_source(sources: list[str], labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict | None:
+    """Per source (a generator and its real counterparts: the set's groups without their label): accuracy,
+    ROC-AUC where the source holds both classes, and for a generator with no real images of its own, ROC-AUC
+    against all the set's real images."""
     from sklearn.metrics import roc_auc_score
 
-    gens = np.array([generator_of(n) or "" for n in names])
+    gens = np.array(sources, dtype=object)
     kinds = sorted(set(gens) - {""})
     if len(kinds) < 2 or (gens == "").mean() > 0.5:
         return None
+    real = probs[labels == 0]
     out = {}
     for g in kinds:
         m = gens == g
         y, p = labels[m], probs[m]
         both = len(np.unique(y)) == 2
-        out[g] = {"n": int(m.sum()), "n_ai": int(y.sum()), "accuracy": float(((p >= threshold) == (y == 1)).mean()),
-                  "roc_auc": float(roc_auc_score(y, p)) if both else None}
+        row = {"n": int(m.sum()), "n_ai": int(y.sum()), "accuracy": float(((p >= threshold) == (y == 1)).mean()),
+               "roc_auc": float(roc_auc_score(y, p)) if both else None}
+        if not both and y[0] == 1 and len(real):
+            row["roc_auc_vs_all_real"] = float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(p))], np.r_[real, p]))
+        out[g] = row
     return out
 
 
