@@ -69,6 +69,7 @@ class Prediction:
     threshold: float | None = None    # the scoring model's operating point and uncertain band
     uncertain_band: float | None = None
     uncertain_range: tuple | None = None  # (low, high): "real" at P(AI) <= low, "ai" at >= high, else "uncertain"
+    generator: dict | None = None     # for "ai"/"uncertain": which generator family made it, or "unknown" (attribution.py)
 
     @property
     def ok(self) -> bool:
@@ -80,7 +81,8 @@ class Prediction:
                 "error": self.error, "pixel_verdict": self.pixel_verdict, "reason": self.reason,
                 "evidence": list(self.evidence), "warnings": list(self.warnings), "route": self.route,
                 "threshold": self.threshold, "uncertain_band": self.uncertain_band,
-                "uncertain_range": list(self.uncertain_range) if self.uncertain_range else None}
+                "uncertain_range": list(self.uncertain_range) if self.uncertain_range else None,
+                "generator": self.generator}
 
 
 def stack_decoded(decoded: list[dict]) -> np.ndarray:
@@ -144,6 +146,9 @@ class Detector:
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
         self.uncertain_range = uncertain_range(config)
+        from .attribution import AttributionHead
+
+        self.attribution = AttributionHead.load(directory) if directory is not None else None
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
 
@@ -282,9 +287,20 @@ class Detector:
         return self, None
 
     def score_decoded(self, decoded: list[dict]) -> np.ndarray:
-        """Calibrated P(AI) of the inputs that decoded, in order (each by the model `decode` chose)."""
+        """Calibrated P(AI) of the inputs that decoded, in order (each by the model `decode` chose). With an
+        attribution head, each decoded dict also gets its feature vector, read from the same forward pass."""
         pixels = stack_decoded(decoded)
-        return self.probabilities_from_arrays(pixels) if len(pixels) else np.zeros(0)
+        if not len(pixels):
+            return np.zeros(0)
+        if self.attribution is None or self._onnx is not None:
+            return self.probabilities_from_arrays(pixels)
+        from .inference import score_with_features
+
+        logits, feats = score_with_features(self.model, pixels, 512, self.device, amp=True,
+                                            cpu_bf16=self.precision == "bf16")
+        for d, f in zip((d for d in decoded if "pixels" in d), feats):
+            d["features"] = f
+        return probabilities(logits, self.temperature)
 
     def train_digests(self) -> set:
         """Content digests of the training (+ validation) files, so evaluation never scores them."""
@@ -304,9 +320,29 @@ class Detector:
         # a model whose band was fitted on unseen sources lets the band decide; size warnings only inform
         decide = bool(warnings) and self.config.get("domain_rule", "abstain") == "abstain"
         verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=decide)
+        generator = self.attribute(verdict, decoded) if verdict in ("ai", "uncertain") else None
         return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
                           [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band,
-                          self.uncertain_range)
+                          self.uncertain_range, generator)
+
+    def attribute(self, verdict: str, decoded: dict) -> dict | None:
+        """The generator family from pixels (the attribution head on this image's features) and from metadata
+        naming a generator; strong metadata wins, saying so. None when neither says anything."""
+        from .attribution import from_metadata
+
+        meta = from_metadata(decoded["evidence"])
+        pixels = None
+        if self.attribution is not None and "features" in decoded:
+            pixels = self.attribution.predict(decoded["features"][None])[0]
+        if meta and meta["strength"] == "strong":
+            return {**meta, "name": meta["name"], "source": "metadata", "pixels": pixels,
+                    "note": f"metadata names {meta['name']} ({meta['evidence']}); it wins over the pixels"}
+        if pixels is None and meta is None:
+            return None
+        out = dict(pixels) if pixels else {"name": "unknown", "probability": None, "top3": [], "source": "none"}
+        if meta:
+            out["metadata"] = meta
+        return out
 
     # --- explanations ---------------------------------------------------------------------------
 

@@ -104,3 +104,46 @@ def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: 
     if was_training:
         model.train()
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def score_with_features(model: torch.nn.Module, images, batch_size: int = 512, device: torch.device | None = None,
+                        amp: bool = True, cpu_bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`score_logits` plus each image's feature vector (the input of the model's last Linear layer; for tiles,
+    the mean over tiles), read by a forward hook from the same pass: no extra cost beyond keeping them."""
+    from .models import last_linear
+
+    store: list[torch.Tensor] = []
+    handle = last_linear(model).register_forward_hook(lambda _m, inp, _out: store.append(inp[0].detach().float().cpu()))
+    try:
+        if getattr(images, "ndim", 4) == 5:  # the same tile_mean as score_logits: identical logits
+            images = np.asarray(images)
+            flat_feats: list[np.ndarray] = []
+
+            def score_flat(flat):
+                out = score_logits(model, flat, batch_size, device, amp, cpu_bf16)
+                flat_feats.append(_kept(store, len(flat)))
+                store.clear()
+                return out
+
+            logits = tile_mean(score_flat, images)
+            n, t = images.shape[:2]
+            same = (images == images[:, :1]).reshape(n, -1).all(1) if n else np.zeros(0, bool)
+            counts = np.where(same, 1, t)
+            f = flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32)
+            feats = np.stack([part.mean(0) for part in np.split(f, np.cumsum(counts)[:-1])]) if n else f
+        else:
+            logits = score_logits(model, images, batch_size, device, amp, cpu_bf16)
+            feats = _kept(store, len(images))
+    finally:
+        handle.remove()
+    return logits, feats
+
+
+def _kept(store: list[torch.Tensor], n: int) -> np.ndarray:
+    """The hook saw padded chunks (batch invariance): keep the first n rows in order."""
+    chunks, left = [], n
+    for t in store:  # every chunk but the last is full; the last one's real rows come first
+        take = min(len(t), left)
+        chunks.append(t[:take])
+        left -= take
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
