@@ -54,7 +54,7 @@ def file_features(cfg: CrossvalConfig, digests: np.ndarray) -> list[dict]:
             except Exception:
                 f["exif"] = 0
             f["looks"] = (lookup(manifest, r.name) or {}).get("looks", "")
-            by_digest[digest(r.data).tobytes()] = f
+            by_digest[digest(r.data)] = f
     return [by_digest[d.tobytes()] for d in digests]
 
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from synthcheck.calibration import fit_abstention, selective_figures
-from synthcheck.crossval import (CrossvalConfig, Pool, assign_folds, fold_training_set, loso_report, run_crossval)
+from synthcheck.crossval import (CrossvalConfig, Pool, assign_folds, fold_training_set, loso_report, run_crossval,
+                                 train_final)
 from synthcheck.data import ImageSet, load_imageset, make_splits
 from synthcheck.detector import Detector, uncertain_range
 from synthcheck.explain import stitch
@@ -181,8 +182,8 @@ def test_stitch_places_tile_maps_back_and_averages_overlaps():
 
 @pytest.mark.slow
 def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(tmp_path):
-    pool = _write_grouped(tmp_path / "pool", {"gan": (1, 16), "sd": (1, 16), "mj": (1, 16), "cam": (0, 24),
-                                               "phone": (0, 24)}, size=40)
+    pool = _write_grouped(tmp_path / "pool", {"gan": (1, 30), "sd": (1, 30), "mj": (1, 30), "cam": (0, 45),
+                                               "phone": (0, 45)}, size=40)
     cfg = CrossvalConfig(sources=[str(pool)], folds=3, seed=0,
                          train=TrainConfig(model="fastnet_s", image_size=40, resize_policy="native", crop=24, tiles=2,
                                            epochs=8, batch_size=16, lr=3e-3, patience=20, val_fraction=0.15, device="cpu"))
@@ -199,3 +200,18 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     det = Detector.load(tmp_path / "cv" / "fold_0" / "model")
     assert det.spec == PreprocessSpec(24, "tiles", tiles=2)
     assert Image.open(tmp_path / "cv" / "crossval.png").size[0] > 100
+    # the model to ship: every group but a held-out list, its confidence from the left-out scores
+    held = [f"ai/sd_{i}.png" for i in range(5)] + [f"real/cam_{i}.png" for i in range(5)]
+    (tmp_path / "held.txt").write_text("# held out\n" + "\n".join(held) + "\n")
+    cfg.hold_out = str(tmp_path / "held.txt")
+    final = train_final(cfg, tmp_path / "cv", rep, progress=False)
+    op = rep["operating_point"]
+    assert final["abstain"]["low"] == op["low"] and final["temperature"] == op["temperature"]
+    assert final["test_metrics"]["n"] == 10 and final["domain_rule"] == "warn"
+    assert final["data"]["sizes"]["train"] + final["data"]["sizes"]["val"] == 180 - 10
+    ship = Detector.load(tmp_path / "cv" / "final" / "model")
+    assert ship.uncertain_range == (op["low"], op["high"]) and ship.logit_shift == final["logit_shift"]
+    imgs = sorted((pool / "ai").glob("sd_*.png"))[:5] + sorted((pool / "real").glob("cam_*.png"))[:5]
+    for p in ship.predict(imgs):
+        assert p.verdict == ("ai" if p.prob_ai >= op["high"] else "real" if p.prob_ai <= op["low"] else "uncertain")
+    assert "Leave-sources-out figures" in (tmp_path / "cv" / "final" / "model" / "MODEL_CARD.md").read_text()

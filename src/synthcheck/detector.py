@@ -143,6 +143,7 @@ class Detector:
         self.model_id = model_id
         self.spec = spec_of(config)
         self.temperature = float(config.get("temperature", 1.0))
+        self.logit_shift = float(config.get("logit_shift", 0.0))  # P(AI) = sigmoid((logit - shift) / T)
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
         self.uncertain_range = uncertain_range(config)
@@ -206,7 +207,11 @@ class Detector:
 
     def probabilities_from_arrays(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Calibrated P(AI) for uint8 [N,3,S,S] arrays already preprocessed."""
-        return probabilities(self.logits(images, batch_size), self.temperature)
+        return self.calibrated(self.logits(images, batch_size))
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Logits -> calibrated P(AI): sigmoid((logit - logit_shift) / temperature)."""
+        return probabilities(np.asarray(logits, dtype=np.float64) - self.logit_shift, self.temperature)
 
     def verdict(self, prob: float) -> str:
         low, high = self.uncertain_range
@@ -300,7 +305,7 @@ class Detector:
                                             cpu_bf16=self.precision == "bf16")
         for d, f in zip((d for d in decoded if "pixels" in d), feats):
             d["features"] = f
-        return probabilities(logits, self.temperature)
+        return self.calibrated(logits)
 
     def train_digests(self) -> set:
         """Content digests of the training (+ validation) files, so evaluation never scores them."""
@@ -379,7 +384,7 @@ class Detector:
         pixels = d["pixels"]
         whole = None
         if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the whole image, tile maps placed back
-            p = float(probabilities(np.array([self.logits(pixels).mean()]), self.temperature)[0])
+            p = float(self.calibrated(np.array([self.logits(pixels).mean()]))[0])
             canvas = tiling_canvas(decode_image(d["data"], name, max_pixels=self.max_pixels), self.spec.image_size)
             whole = (canvas, tile_boxes(*canvas.shape[:2], self.spec.image_size, self.spec.tiles))
             seen = canvas

@@ -106,7 +106,7 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
     diff = float(np.abs(got - want).max())
     info = {"file": ONNX_FILE, "input": f"uint8 [batch, 3, {size}, {size}]", "output": "logit per image",
             "opset": opset, "preprocess": config["preprocess"], "temperature": config.get("temperature"),
-            "threshold": config.get("threshold"), "check": {"images": check_batch, "max_abs_logit_diff": diff,
+            "logit_shift": config.get("logit_shift", 0.0), "threshold": config.get("threshold"), "check": {"images": check_batch, "max_abs_logit_diff": diff,
                                                             "tolerance": TOLERANCE},
             "torch": torch.__version__, "onnxruntime": _ort_version(), "export_s": round(export_s, 2)}
     if diff > TOLERANCE:
@@ -122,6 +122,7 @@ def _add_metadata(path: Path, config: dict):
 
     m = onnx.load(str(path))
     for key, value in {"synthcheck.preprocess": config["preprocess"], "synthcheck.temperature": config.get("temperature"),
+                       "synthcheck.logit_shift": config.get("logit_shift", 0.0),
                        "synthcheck.threshold": config.get("threshold"), "synthcheck.arch": config["arch"]}.items():
         p = m.metadata_props.add()
         p.key, p.value = key, json.dumps(value)
