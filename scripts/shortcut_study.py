@@ -91,7 +91,7 @@ def one_feature_study(feats: list[dict], labels, groups, folds: np.ndarray) -> d
         s = np.zeros(len(labels))
         for k in np.unique(folds):
             tr, te = folds != k, folds == k
-            tree = DecisionTreeClassifier(max_depth=3, min_samples_leaf=10, random_state=0).fit(x[tr], labels[tr])
+            tree = DecisionTreeClassifier(max_depth=3, min_samples_leaf=10, class_weight="balanced", random_state=0).fit(x[tr], labels[tr])
             s[te] = tree.predict_proba(x[te])[:, 1] if len(tree.classes_) == 2 else 0.5
         a = aucs(s + 1e-9 * np.random.default_rng(0).random(len(s)), labels, groups)  # ties broken, not ordered
         out[name] = {"roc_auc": a["roc_auc"], "mean_ai_group_roc_auc": a["mean_ai_group_roc_auc"]}
