@@ -23,7 +23,7 @@ from PIL import Image
 from synthcheck.audit import _features
 from synthcheck.calibration import probabilities, selective_figures
 from synthcheck.checkpoint import load_model
-from synthcheck.crossval import CrossvalConfig, assign_folds, load_pool
+from synthcheck.crossval import CrossvalConfig, _fold_calibration, assign_folds, load_pool, own_calibration
 from synthcheck.data import digest, iter_source, save_json
 from synthcheck.groups import lookup, manifest_path, read_manifest
 from synthcheck.inference import score_logits
@@ -134,7 +134,9 @@ def condition_study(run: Path, cfg: CrossvalConfig, pool, folds: np.ndarray, op:
             tiles = np.stack([fit(fn(np.ascontiguousarray(pool.pool.images[i][:, :min(h, side), :min(w, side)]
                                                           .transpose(1, 2, 0))), spec)
                               for i, (h, w) in zip(idx, pool.pool.sizes[idx])])
-            logits[idx] = score_logits(model, tiles, 256)
+            # centred on the fold's own operating point, as the report's left-out scores are
+            z = np.load(run / f"fold_{k}" / "scores.npz")
+            logits[idx] = own_calibration(score_logits(model, tiles, 256), *_fold_calibration(run / f"fold_{k}", z))
         a = aucs(logits, labels, groups)
         p = probabilities(logits, op["temperature"])
         sel = selective_figures(p, labels, op["low"], op["high"])

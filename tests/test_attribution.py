@@ -47,3 +47,63 @@ def test_open_set_rule_rejects_a_synthetic_unknown_family():
     assert np.mean([n == f for n, f in zip(known, fam[keep & test])]) >= 0.7
     curve = trade_off_curve(lofo, fit["rule"])
     assert curve["known_named"][0] == 1.0 and curve["unknown_rejected"][-1] == 1.0
+
+
+def test_families_decided_from_the_data():
+    from synthcheck.attribution import family_map
+
+    groups = np.array(["ai:diffusion"] * 60 + ["ai:stylegan"] * 30 + ["ai:biggan"] * 30 + ["ai:glid-3"] * 15
+                      + ["ai:realorai"] * 20 + ["real:coco"] * 10)
+    fam, s = family_map(groups, {"stylegan": "gan", "biggan": "gan", "diffusion": "sd"}, 50, ["realorai"])
+    assert s["known"] == {"gan": 60, "sd": 60} and s["too_thin_to_name"] == {"glid-3": 15}
+    assert (fam[groups == "ai:glid-3"] == UNKNOWN).all() and (fam[groups == "ai:realorai"] == UNKNOWN).all()
+    assert (fam[groups == "real:coco"] == "").all() and s["unknown_examples"] == 35
+
+
+def test_fit_attribution_reports_held_out_top1_and_rejects_unknown_examples(tmp_path):
+    from synthcheck.attribution import fit_attribution, plot_attribution
+
+    rng = np.random.default_rng(2)
+    x, fam, _ = _toy(rng, n=80, k=5)
+    fam = fam.astype(object)
+    fam[fam == "gen4"] = UNKNOWN  # a generator the head never trains on
+    real = rng.normal(0, 4, (40, x.shape[1]))
+    head, rep = fit_attribution(np.r_[x, real], np.r_[fam, [""] * 40])
+    assert head.families == ["gen0", "gen1", "gen2", "gen3"] and rep["n_test"] == 80
+    assert rep["top1"] >= 0.9 and rep["unknown_examples_rejected"] >= 0.7
+    assert np.array(rep["confusion_matrix"]).sum() == rep["n_test"]
+    plot_attribution(rep, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_generator_shown_on_every_front_end(tmp_path):
+    """The bundled photo model names a generator (or "unknown") for "ai"/"uncertain" verdicts: in the library,
+    the CLI's JSON, CSV and table, the REST API and the page."""
+    import json
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from synthcheck import Detector
+    from synthcheck.cli import app
+    from synthcheck.serve import ServeSettings, create_app
+    from synthcheck.webui import _table
+
+    sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
+    det = Detector.load("photo")
+    assert det.attribution is not None, "the bundled photo model ships its attribution head"
+    p = det.predict(str(sample))[0]
+    assert p.verdict in ("ai", "uncertain") and p.generator is not None
+    g = p.generator
+    assert g["name"] in det.attribution.families + [UNKNOWN] and len(g["top3"]) == 3
+    assert abs(sum(t["probability"] for t in g["top3"])) <= 1.0 + 1e-6
+    r = CliRunner().invoke(app, ["predict", str(sample), "--model", "photo", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["generator"]["name"] == g["name"]
+    r = CliRunner().invoke(app, ["predict", str(sample), "--model", "photo", "--csv"])
+    assert r.exit_code == 0 and "generator" in r.output.splitlines()[0] and g["name"] in r.output
+    with TestClient(create_app(ServeSettings(ui=False), detector=det)) as c:
+        body = c.post("/v1/detect", files=[("files", (sample.name, sample.read_bytes(), "image/jpeg"))]).json()
+    assert body["results"][0]["generator"]["name"] == g["name"]
+    assert f"generator: {g['name']}" in _table(body["results"])

@@ -204,8 +204,10 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     held = [f"ai/sd_{i}.png" for i in range(5)] + [f"real/cam_{i}.png" for i in range(5)]
     (tmp_path / "held.txt").write_text("# held out\n" + "\n".join(held) + "\n")
     cfg.hold_out = str(tmp_path / "held.txt")
-    final = train_final(cfg, tmp_path / "cv", rep, progress=False)
+    final = train_final(cfg, tmp_path / "cv", rep, progress=False, command="synthcheck crossval toy.toml --final")
     op = rep["operating_point"]
+    assert final["command"] == "synthcheck crossval toy.toml --final"
+    assert final["crossval_proxy"] == {"epochs": rep["config"]["train"]["epochs"], "final_epochs": cfg.train.epochs}
     assert final["abstain"]["low"] == op["low"] and final["temperature"] == op["temperature"]
     assert final["test_metrics"]["n"] == 10 and final["domain_rule"] == "warn"
     assert final["data"]["sizes"]["train"] + final["data"]["sizes"]["val"] == 180 - 10

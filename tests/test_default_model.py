@@ -97,14 +97,25 @@ def test_robust_variant_is_bundled_and_scores():
 
 
 def test_photo_model_is_bundled_with_its_held_out_figures():
-    """Issue 8: the full-size model, trained on a seeded part of the DiffusionDB set, reported on the rest."""
+    """Issue 15: the full-size model, trained on every source group, its confidence fitted on the
+    leave-sources-out scores, and still strong on the held-out DiffusionDB part."""
     d = BUNDLED_DIR / "photo"
     cfg = json.loads((d / "config.json").read_text())
-    assert cfg["arch"] == {"name": "mobilenet_v2", "weights": "imagenet", "input_size": 224}
-    assert cfg["preprocess"]["resize_policy"] == "tiles" and cfg["preprocess"]["tiles"] == 3
-    assert cfg["data"]["test_held_out"] == {"fraction": 0.25, "seed": 0, "stratified_by": "label+source"}
-    assert cfg["test_metrics"]["n"] == 200 and cfg["test_metrics"]["roc_auc"] >= 0.90
-    assert "synthcheck train" in (d / "MODEL_CARD.md").read_text()
+    assert cfg["arch"]["name"] == "mobilenet_v2" and cfg["arch"]["weights"] == "imagenet"
+    assert cfg["preprocess"]["resize_policy"] == "tiles"
+    # trained on many generators and photo sources, not one of each
+    groups = cfg["data"]["groups"]
+    assert len([g for g in groups if g.startswith("ai:")]) >= 20 and len([g for g in groups if g.startswith("real:")]) >= 15
+    # calibration from sources the cross-validation models never saw, and the card says so
+    assert "leave-sources-out" in cfg["calibrated_on"] and cfg["domain_rule"] == "warn"
+    cv = cfg["crossval"]
+    assert len(cv["groups"]) >= 40 and cv["pooled"]["n"] > 2000
+    assert cv["pooled"]["max_group_confidently_wrong"] <= 0.10 + 1e-9
+    assert 0 < cfg["abstain"]["low"] < cfg["threshold"] < cfg["abstain"]["high"] < 1
+    # the issue's goal is 0.98; v2 measures 0.977 (README, "Full-size images"): guard against sliding further
+    assert cfg["test_metrics"]["n"] == 200 and cfg["test_metrics"]["roc_auc"] >= 0.975
+    card = (d / "MODEL_CARD.md").read_text()
+    assert "synthcheck crossval" in card and "Leave-sources-out" in card and "ai:gpt-4o" in card
     det = Detector.load("photo")
     p = det.predict(str(SAMPLES / "ai_diffusiondb_diffusion_000225.jpg"))[0]
     assert p.ok and p.model == "photo:mobilenet_v2" and not p.warnings

@@ -86,6 +86,17 @@ class AttributionHead:
                                                                          "components")), c["rule"], c["threshold"], c["info"])
 
 
+def generator_note(g: dict) -> str:
+    """One line for a Prediction's `generator`, as every front end shows it."""
+    if g.get("source") == "metadata":
+        return f"generator: {g['name']} (metadata, wins over pixels: {g.get('evidence', '')})"
+    top = ", ".join(f"{t['family']} {t['probability']:.2f}" for t in g.get("top3", []))
+    line = f"generator: {g['name']}" + (f" (pixels; top 3: {top})" if top else "")
+    if g.get("metadata"):
+        line += f"; metadata names {g['metadata']['name']} ({g['metadata']['strength']})"
+    return line
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -209,3 +220,160 @@ def from_metadata(evidence) -> dict | None:
                 return {"name": family, "strength": ev["strength"],
                         "evidence": f"{ev['source']} {ev['field']}: {str(ev['value'])[:80]}"}
     return None
+
+
+def family_map(groups: np.ndarray, mapping: dict, min_images: int, unknown: list[str]) -> tuple[np.ndarray, dict]:
+    """Generator family of each AI image: its group's generator, renamed by `mapping` (e.g. the ten CNNDetection
+    generators -> "cnndetection-gan"). Families under `min_images` are too thin to name: their images, and
+    those of `unknown` groups (generator not stated), become "unknown" examples. -> (family per image, with ""
+    for real images and UNKNOWN for unknown examples; a summary of the decision)."""
+    from .groups import family_of
+
+    raw = np.array([mapping.get(family_of(g), family_of(g)) if str(g).startswith("ai:") else "" for g in groups],
+                   dtype=object)
+    raw[np.isin([family_of(g) for g in groups], unknown) & (raw != "")] = UNKNOWN
+    names, counts = np.unique(raw[(raw != "") & (raw != UNKNOWN)].astype(str), return_counts=True)
+    thin = {str(n): int(c) for n, c in zip(names, counts) if c < min_images}
+    known = {str(n): int(c) for n, c in zip(names, counts) if c >= min_images}
+    fam = raw.copy()
+    fam[np.isin(fam.astype(str), list(thin))] = UNKNOWN
+    return fam, {"known": known, "too_thin_to_name": thin, "min_images": min_images, "unknown_groups": unknown,
+                 "mapping": mapping, "unknown_examples": int((fam == UNKNOWN).sum())}
+
+
+def fit_attribution(feats: np.ndarray, families: np.ndarray, test_fraction: float = 0.25, keep_known: float = 0.80,
+                    seed: int = 0) -> tuple[AttributionHead, dict]:
+    """The whole fit on one set of features: a seeded image split stratified by family (top-1 on the held-out
+    part), leave-one-family-out runs on the training part (rule and threshold), the head on the training part,
+    and the share of "unknown" examples (thin families, unstated generators) it rejects."""
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import train_test_split
+
+    fam = np.asarray(families, dtype=object)
+    known_idx = np.flatnonzero((fam != "") & (fam != UNKNOWN))
+    unknown_idx = np.flatnonzero(fam == UNKNOWN)
+    tr, te = train_test_split(known_idx, test_size=test_fraction, random_state=seed, stratify=fam[known_idx].astype(str))
+    x, f = feats[np.r_[tr, te]], fam[np.r_[tr, te]]
+    held = np.r_[np.zeros(len(tr), bool), np.ones(len(te), bool)]
+    lofo = leave_one_family_out(x, f, held, seed=seed)
+    rule = fit_open_set(lofo, keep_known)
+    head = fit_head(feats[tr], fam[tr], seed=seed)
+    head.rule, head.threshold = rule["rule"], rule["threshold"]
+    probs = head.probabilities(feats[te])
+    pred = np.array(head.families)[probs.argmax(1)]
+    named = head.score(feats[te]) >= head.threshold
+    unk_named = head.score(feats[unknown_idx]) >= head.threshold if len(unknown_idx) else np.zeros(0, bool)
+    report = {
+        "families": head.families, "n_train": int(len(tr)), "n_test": int(len(te)),
+        "top1": float((pred == fam[te]).mean()),
+        "top1_among_named": float((pred[named] == fam[te][named]).mean()) if named.any() else None,
+        "test_named": float(named.mean()),
+        "confusion_matrix": confusion_matrix(fam[te].astype(str), pred, labels=head.families).tolist(),
+        "open_set": {k: v for k, v in rule.items()},
+        "trade_off": trade_off_curve(lofo, rule["rule"]),
+        "unknown_examples_rejected": float(1 - unk_named.mean()) if len(unknown_idx) else None,
+        "per_family_test_top1": {n: float((pred[fam[te] == n] == n).mean()) for n in head.families},
+    }
+    head.info = {k: report[k] for k in ("top1", "test_named", "unknown_examples_rejected", "n_train", "n_test")}
+    head.info["open_set"] = {"rule": rule["rule"], "figures": {r: {k: v for k, v in fig.items()}
+                                                               for r, fig in rule["figures"].items()}}
+    return head, report
+
+
+def plot_attribution(report: dict, path: str | Path) -> None:
+    """Confusion matrix on the held-out known images, and the open-set trade-off curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams, cm = report["families"], np.array(report["confusion_matrix"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    a.imshow(cm, cmap="Blues")
+    a.set_xticks(range(len(fams)), fams, rotation=30, ha="right")
+    a.set_yticks(range(len(fams)), fams)
+    for i in range(len(fams)):
+        for j in range(len(fams)):
+            a.text(j, i, str(cm[i, j]), ha="center", va="center", color="black")
+    a.set_xlabel("predicted family")
+    a.set_ylabel("true family")
+    a.set_title(f"held-out images: top-1 {report['top1']:.2f}")
+    t = report["trade_off"]
+    b.plot(t["unknown_rejected"], t["known_named"])
+    r = report["open_set"]["figures"][report["open_set"]["rule"]]
+    b.scatter([r["unknown_rejected"]], [r["known_named"]], color="red", zorder=3, label="chosen threshold")
+    b.axhline(0.8, ls=":", color="grey")
+    b.axvline(0.7, ls=":", color="grey")
+    b.set_xlabel("left-out generator's images answered 'unknown'")
+    b.set_ylabel("held-out known images named")
+    b.set_title(f"leave-one-family-out ({report['open_set']['rule']})")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, progress: bool = True) -> dict:
+    """Fit the attribution head of a photo model on its cross-validation pool (`[attribution]` of the crossval
+    TOML: family mapping, minimum images, unknown groups), write it beside the model's weights and the figures
+    (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles."""
+    import tomllib
+
+    from .checkpoint import load_model
+    from .crossval import CrossvalConfig, as_tiles, load_pool
+    from .data import save_json
+    from .inference import score_with_features
+    from .preprocess import PreprocessSpec
+
+    raw = tomllib.loads(Path(config).read_text()).get("attribution", {})
+    cfg = CrossvalConfig.load(config)
+    cfg.pairs = []  # pseudo-fakes are no generator's images
+    model, mcfg = load_model(model_dir)
+    pool = load_pool(cfg, progress)
+    tiles = as_tiles(pool.pool, PreprocessSpec.from_dict(mcfg["preprocess"]))
+    _, feats = score_with_features(model, tiles.images, 256)
+    from .groups import family_of
+
+    # the crossval merge first (one generator under two names), then the attribution families
+    groups = np.array([f"{str(g).split(':', 1)[0]}:{cfg.merge.get(family_of(g), family_of(g))}" for g in pool.pool.groups])
+    fam, summary = family_map(groups, dict(raw.get("families", {})),
+                              int(raw.get("min_images", 50)), list(raw.get("unknown", [])))
+    head, report = fit_attribution(feats, fam, float(raw.get("test_fraction", 0.25)), float(raw.get("keep_known", 0.80)),
+                                   int(raw.get("seed", 0)))
+    report["families_decided"] = summary
+    head.info["families_decided"] = summary
+    # what `evaluate` needs to name the expected answer of any AI group (merge, then families; thin -> unknown)
+    head.info["group_family"] = {family_of(g): str(f) for g, f in zip(pool.pool.groups, fam) if str(g).startswith("ai:")}
+    head.save(model_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "attribution.json", report)
+    plot_attribution(report, out / "attribution.png")
+    return report
+
+
+def evaluate_attribution(head: AttributionHead, feats: np.ndarray, groups, labels: np.ndarray) -> dict | None:
+    """Attribution on an evaluated set: for its AI images whose group the head's fit mapped to a family (or to
+    "unknown"), top-1 over the known families, share named, share of unknown-family images rejected, and the
+    confusion matrix; None when no AI image of the set has a known expected answer."""
+    from sklearn.metrics import confusion_matrix
+
+    from .groups import family_of
+
+    table = head.info.get("group_family", {})
+    want = np.array([table.get(family_of(str(g)), "") if y == 1 else "" for g, y in zip(groups, labels)], dtype=object)
+    use = want != ""
+    if not use.any():
+        return None
+    got = np.array([p["name"] for p in head.predict(feats[use])], dtype=object)
+    want = want[use]
+    known = want != UNKNOWN
+    top = np.array(head.families)[head.probabilities(feats[use]).argmax(1)]
+    labels_cm = head.families + [UNKNOWN]
+    return {"n": int(use.sum()), "n_known": int(known.sum()), "n_unknown": int((~known).sum()),
+            "top1": float((top[known] == want[known]).mean()) if known.any() else None,
+            "named_correctly": float((got[known] == want[known]).mean()) if known.any() else None,
+            "unknown_rejected": float((got[~known] == UNKNOWN).mean()) if (~known).any() else None,
+            "labels": labels_cm, "confusion_matrix": confusion_matrix(want.astype(str), got.astype(str),
+                                                                      labels=labels_cm).tolist(),
+            "leave_one_family_out": head.info.get("open_set")}

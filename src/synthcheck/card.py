@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .data import save_json
@@ -78,6 +79,8 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
                       f"({'excluded' if d.get('excluded') else 'kept'})."]
     if config.get("crossval"):
         lines += crossval_section(config)
+    if (model_dir / "attribution.json").exists():
+        lines += attribution_section(json.loads((model_dir / "attribution.json").read_text()))
     if notes or config.get("notes"):
         lines += ["", "## Notes", "", notes or config.get("notes")]
     (model_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
@@ -113,8 +116,38 @@ def crossval_section(config: dict) -> list[str]:
         auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}"
         lines.append(f"| {g} | {r['n']} | {auc} | {100 * r['coverage']:.0f}% | {100 * r['confidently_wrong']:.0f}% | "
                      f"{100 * r['called_ai']:.0f}% |")
+    proxy = config.get("crossval_proxy")
+    if proxy and proxy["epochs"] != proxy["final_epochs"]:
+        lines += ["", f"The cross-validation models trained {proxy['epochs']} epochs, this model {proxy['final_epochs']}: "
+                  "that the shorter proxy tracks the longer recipe was checked on one fold "
+                  "(`scripts/fold_compare.py`)."]
     groups = (config.get("data") or {}).get("groups")
     if groups:
         lines += ["", "Training images per source group (this model): "
                   + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) + "."]
+    return lines
+
+
+def attribution_section(a: dict) -> list[str]:
+    """The attribution head's families and figures (`synthcheck attribution`)."""
+    i = a["info"]
+    fam = i.get("families_decided", {})
+    rule = i["open_set"]["rule"]
+    lines = ["", "## Which generator made it (attribution head)", "",
+             f"Families named: {', '.join(f'{k} ({v})' for k, v in sorted(fam.get('known', {}).items()))}. Too thin to "
+             f"name (under {fam.get('min_images')} images; answered \"unknown\"): "
+             f"{', '.join(sorted(fam.get('too_thin_to_name', {}))) or 'none'}; generator not stated: "
+             f"{', '.join(fam.get('unknown_groups', [])) or 'none'}. Mapping: "
+             + ", ".join(f"{k} → {v}" for k, v in sorted(fam.get("mapping", {}).items())) + ".", "",
+             f"Top-1 on held-out images of the named families (seeded split by image, stratified by family; "
+             f"{i['n_test']} images): {100 * i['top1']:.1f}%. Open set ({rule}, threshold chosen to keep "
+             f"{100 * i['test_named']:.0f}% of held-out known images named), leave-one-family-out:", "",
+             "| rule | ROC-AUC known vs left-out | left-out answered \"unknown\" |", "|---|---|---|"]
+    for r, f in i["open_set"]["figures"].items():
+        lines.append(f"| {r}{' (used)' if r == rule else ''} | {f['roc_auc']:.3f} | {100 * f['unknown_rejected']:.0f}% |")
+    by = i["open_set"]["figures"][rule].get("unknown_rejected_by_family", {})
+    if by:
+        lines += ["", "Per left-out family: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(by.items())) + "."]
+    if i.get("unknown_examples_rejected") is not None:
+        lines += ["", f"Thin and unstated generators answered \"unknown\": {100 * i['unknown_examples_rejected']:.0f}%."]
     return lines

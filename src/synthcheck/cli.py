@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .attribution import generator_note
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SynthCheck: detect AI-generated images, explain the verdict, and say how sure it is.")
 console = Console()
@@ -215,6 +217,14 @@ def evaluate(
                 g.add_row(name, str(v["n"]), str(v["n_ai"]), f(v["accuracy"]), f(v["roc_auc"]),
                           f(v.get("roc_auc_vs_all_real")))
             console.print(g)
+        a = m.get("attribution")
+        if a:  # the model's attribution head on the set's AI images whose generator the head's fit knows
+            lofo = ((a.get("leave_one_family_out") or {}).get("figures") or {}).get(
+                (a.get("leave_one_family_out") or {}).get("rule"), {})
+            console.print(f"{k} — attribution: {a['n_known']} images of known families, top-1 {f(a['top1'])}, named "
+                          f"correctly {f(a['named_correctly'])}; {a['n_unknown']} of unknown ones, answered 'unknown' "
+                          f"{f(a['unknown_rejected'])}; leave-one-family-out (fit): unknown rejected "
+                          f"{f(lofo.get('unknown_rejected'))} at known named {f(lofo.get('known_named'))}")
     for k, m in res["sets"].items():
         if not quiet:
             console.print(f"[bold]{k}[/]\n{m['classification_report']}")
@@ -327,7 +337,8 @@ def predict(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     det = _load_detector(model, device, backend, precision)
     det.metadata = metadata
-    fields = ["source", "prob_ai", "verdict", "model", "error", "pixel_verdict", "reason", "evidence", "warnings"]
+    fields = ["source", "prob_ai", "verdict", "model", "error", "pixel_verdict", "reason", "evidence", "warnings",
+              "generator"]
     sink = writer = None
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +366,8 @@ def predict(
                                    desc="scoring", file=sys.stderr, mininterval=0.5)):
             d = p.to_dict()
             failed += not p.ok
-            flat = {**d, "evidence": json.dumps(d["evidence"]), "warnings": json.dumps(d["warnings"])} \
+            flat = {**{k: d.get(k) for k in fields}, "evidence": json.dumps(d["evidence"]),
+                    "warnings": json.dumps(d["warnings"]), "generator": json.dumps(d["generator"]) if d["generator"] else ""} \
                 if (writer or stdout_csv) else None
             if sink:
                 if writer:
@@ -386,6 +398,8 @@ def predict(
                 colour = {"ai": "red", "real": "green"}.get(p.verdict, "yellow")
                 notes = [f"{e['strength']} {e['indicates']} evidence: {e['note']} ({e['field']})" for e in p.evidence]
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
+                if p.generator:
+                    notes.append(generator_note(p.generator))
                 if p.verdict != p.pixel_verdict:
                     notes.insert(0, f"pixels alone: {p.pixel_verdict}")
                 if p.route:
@@ -800,9 +814,39 @@ def pairs(
 
 
 @app.command()
+def attribution(
+    config: Path = typer.Argument(..., help="the crossval TOML: its pool, groups and \\[attribution] families"),
+    model: Path = typer.Option(..., "--model", help="the photo model directory; the head is written beside its weights"),
+    out: Path = typer.Option(Path("reports/attribution"), "--out", "-o"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Which generator made it: fit the open-set attribution head on the photo model's own features (top-1 on a
+    seeded held-out part, rejection rule and threshold from leave-one-family-out runs)."""
+    from .attribution import run_attribution
+
+    _setup_logging(not quiet)
+    try:
+        r = run_attribution(config, model, out, progress=not quiet)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    os_ = r["open_set"]["figures"][r["open_set"]["rule"]]
+    t = Table(title=f"attribution over {', '.join(r['families'])} (n train {r['n_train']}, held-out {r['n_test']})")
+    for c in ("figure", "value"):
+        t.add_column(c)
+    t.add_row("top-1 on held-out known images", f"{r['top1']:.3f}")
+    t.add_row(f"open-set rule ({r['open_set']['rule']}): held-out known images named", f"{os_['known_named']:.3f}")
+    t.add_row("left-out generator's images answered 'unknown'", f"{os_['unknown_rejected']:.3f}")
+    if r.get("unknown_examples_rejected") is not None:
+        t.add_row("thin / unstated generators answered 'unknown'", f"{r['unknown_examples_rejected']:.3f}")
+    console.print(t)
+    console.print(f"head saved in {model}; figures in {out / 'attribution.json'}, {out / 'attribution.png'}")
+
+
+@app.command()
 def crossval(
-    config: Path = typer.Argument(..., help="TOML: [data] sources (the pool), pairs (training-only), folds, merge; "
-                                            "[train] the recipe; [calibration] limits"),
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="TOML: \\[data] sources (the pool), pairs (training-only), folds, merge; "
+                                            "\\[train] the recipe; \\[calibration] limits"),
     out: Path = typer.Option(Path("runs/crossval"), "--out", "-o"),
     fold: List[int] = typer.Option([], help="run only these folds (others later; the report needs all)"),
     no_ai: bool = typer.Option(False, "--no-train-ai", help="ablation: train without the pool's generated images"),
@@ -812,6 +856,9 @@ def crossval(
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="for smoke tests"),
     final: bool = typer.Option(False, "--final", help="then train the model to ship on every group (OUT/final/model), "
                                                       "its temperature, threshold and band from the left-out scores"),
+    final_epochs: Optional[int] = typer.Option(None, "--final-epochs", help="the shipped model trains this many epochs "
+                                               "(the folds keep the recipe's); check with --fold K --epochs N in "
+                                               "another --out that the proxy tracks it"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Leave-sources-out evaluation: each source group left out once and scored by a model that never saw it;
@@ -850,7 +897,9 @@ def crossval(
                   f"{out / 'crossval.md'}, {out / 'crossval.png'}")
     if final:
         try:
-            c = train_final(cfg, out, rep, progress=not quiet)
+            if final_epochs:
+                cfg.train.epochs = final_epochs
+            c = train_final(cfg, out, rep, progress=not quiet, command=_command_line(ctx))
         except (ValueError, KeyError, FileNotFoundError) as e:
             _fail(str(e))
         tm = c.get("test_metrics")

@@ -407,7 +407,20 @@ def _hold_out_names(path: str | None) -> set[str]:
     return {ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")}
 
 
-def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bool = True, resume: bool = True) -> dict:
+def final_notes(cfg: CrossvalConfig) -> str:
+    """What the card must say beyond the config: how the training-only pairs were made, and the proxy's epochs."""
+    lines = []
+    if cfg.pairs:
+        lines.append("Training-only aligned pairs (pseudo-fakes of the pool's real photos) in " + ", ".join(cfg.pairs)
+                     + ", made first by `synthcheck pairs " + " ".join(cfg.sources) + " --no-originals --out "
+                     + cfg.pairs[0] + "` (TAEF2 from ../shared/weights via SYNTHCHECK_AUTOENCODERS).")
+    if cfg.hold_out:
+        lines.append(f"Never trained on: the names in {cfg.hold_out} (its test part, the figures above).")
+    return " ".join(lines)
+
+
+def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bool = True, resume: bool = True,
+                command: str | None = None) -> dict:
     """The model to ship: the same recipe trained on every group (less `hold_out`, which becomes its test
     split), with temperature, threshold and uncertain band taken from the leave-sources-out scores, so that
     its confidence is the one measured on sources the cross-validation models never saw."""
@@ -451,6 +464,8 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
                     "max_wrong_pooled": cfg.max_wrong_pooled},
         "calibrated_on": f"leave-sources-out scores of {cfg.folds} cross-validation models ({report['pooled']['n']} images, "
                          f"{len(report['groups'])} source groups), not same-source validation images",
+        "command": command or config.get("command"),
+        "crossval_proxy": {"epochs": report["config"]["train"]["epochs"], "final_epochs": cfg.train.epochs},
         "domain_rule": "warn",  # the band was fitted on unseen sources: size/aspect warnings inform, never decide
         "crossval": {"pooled": report["pooled"], "groups": report["groups"], "folds": report["folds"],
                      "by_category": report.get("by_category", {})},
@@ -464,5 +479,5 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         config["test_metrics"] = _short(compute_metrics(test.labels, probs, op["threshold"],
                                                         uncertain_range=(op["low"], op["high"])))
     save_model(model, out / "model", config)
-    write_model_card(out / "model", config)
+    write_model_card(out / "model", config, notes=final_notes(cfg))
     return config

@@ -44,7 +44,16 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         part, excluded = evaluation_part(full), 0
         if exclude_train:
             part, excluded = drop_train_identical(detector, part)
-        probs, routed, thr, rng = score_part(detector, src, part, progress)
+        if getattr(detector, "attribution", None) is not None and getattr(detector, "_onnx", None) is None:
+            from .attribution import evaluate_attribution
+            from .inference import score_with_features
+
+            logits, feats = score_with_features(detector.model, part.images, 256, detector.device)
+            probs, routed, thr, rng = detector.calibrated(logits), None, detector.threshold, detector.uncertain_range
+            attribution = evaluate_attribution(detector.attribution, feats, part.groups, part.labels)
+        else:
+            probs, routed, thr, rng = score_part(detector, src, part, progress)
+            attribution = None
         m = compute_metrics(part.labels, probs, thr, uncertain_range=rng)
         if routed is not None:
             m["routed"] = routed
@@ -54,6 +63,8 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         groups = by_source([family_of(g) for g in part.groups], part.labels, probs, thr)
         if groups:
             m["by_generator"] = groups
+        if attribution:
+            m["attribution"] = attribution
         key = _slug(str(src))
         while key in results:
             key += "_"
@@ -61,6 +72,8 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
             d = Path(out_dir) / key
             if plots:
                 m["plots"] = [str(p) for p in plot_metrics(part.labels, probs, m, d, key)]
+                if attribution:
+                    m["plots"].append(str(_plot_confusion(attribution, d / f"{key}_attribution.png")))
             np.savez(d / "scores.npz", probs=probs, labels=part.labels)
             save_json(d / "metrics.json", m)
         results[key] = m
@@ -155,3 +168,27 @@ def summarize(results: dict) -> dict:
         vals = [r[k] for r in results.values() if r.get(k) is not None]
         mean[k] = float(np.mean(vals)) if vals else None
     return {"mean": mean, "n_sets": len(results)}
+
+
+def _plot_confusion(a: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm, names = np.array(a["confusion_matrix"]), a["labels"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center")
+    ax.set_xlabel("answer (family or unknown)")
+    ax.set_ylabel("expected")
+    ax.set_title("attribution of the set's AI images")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

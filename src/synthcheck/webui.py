@@ -16,6 +16,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .attribution import generator_note  # noqa: E402
+
 SAMPLES = Path(__file__).resolve().parent / "samples"
 EXPLAIN_AT_MOST = 6  # images per upload that get Grad-CAM + spectrum figures (each costs ~0.1-0.3 s)
 COLOURS = {"ai": "#c0392b", "real": "#1e8449", "uncertain": "#b9770e"}
@@ -41,6 +43,7 @@ def _table(results: list[dict]) -> str:
         notes = [f'model {r["model"]}: {r["route"]}'] if r.get("route") else []
         notes += [r["reason"]] if r.get("reason") else []
         notes += r.get("warnings", [])
+        notes += [generator_note(r["generator"])] if r.get("generator") else []
         notes += [f'{e["source"]} {e["field"]} = {e["value"]} ({e["indicates"]}, {e["strength"]})'
                   for e in r.get("evidence", [])[:4]]
         rows.append(f'<tr class="result" data-verdict="{v}"><td class="file">{name}</td>'
