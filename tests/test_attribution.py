@@ -107,3 +107,30 @@ def test_generator_shown_on_every_front_end(tmp_path):
         body = c.post("/v1/detect", files=[("files", (sample.name, sample.read_bytes(), "image/jpeg"))]).json()
     assert body["results"][0]["generator"]["name"] == g["name"]
     assert f"generator: {g['name']}" in _table(body["results"])
+
+
+def test_metadata_naming_a_generator_is_reported_and_wins(tmp_path):
+    """A PNG whose Stable Diffusion WebUI text names the generator: the verdict's `generator` says so, from
+    metadata, beside what the pixels say."""
+    from pathlib import Path
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from synthcheck import Detector
+    from synthcheck.attribution import from_metadata
+
+    sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
+    info = PngInfo()
+    info.add_text("parameters", "a photo of a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Model: sd_xl_base_1.0")
+    path = tmp_path / "sd.png"
+    Image.open(sample).save(path, pnginfo=info)
+    p = Detector.load("photo").predict(str(path))[0]
+    assert p.verdict == "ai" and p.generator["name"] == "stable-diffusion" and p.generator["source"] == "metadata"
+    assert p.generator["pixels"]["name"] in ("stable-diffusion", "nano-banana", "gpt-4o", "cnndetection-gan", UNKNOWN)
+    assert "wins" in p.generator["note"]
+    # naming rules: the most specific name first, no name from evidence that does not indicate AI
+    ev = [{"indicates": "ai", "value": "ComfyUI flux1-dev.safetensors", "note": "", "strength": "strong",
+           "source": "png", "field": "prompt"}]
+    assert from_metadata(ev)["name"] == "flux"
+    assert from_metadata([{**ev[0], "indicates": "real"}]) is None
