@@ -51,28 +51,26 @@ def conditions(args, index: np.ndarray, labels, groups, op) -> dict:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from shortcut_study import CONDITIONS, load_run
+    from shortcut_study import CONDITIONS, load_run, transformed_tiles
 
     from synthcheck.checkpoint import load_model
     from synthcheck.crossval import load_pool
     from synthcheck.inference import score_logits
-    from synthcheck.preprocess import PreprocessSpec, fit
+    from synthcheck.preprocess import PreprocessSpec
 
     cfg, _ = load_run(args.proxy)
     cfg.pairs = []
     pool = load_pool(cfg, progress=False).pool
     spec = PreprocessSpec(cfg.train.crop, "tiles", tiles=cfg.train.tiles)
-    side = pool.images.shape[-1]
+    fdirs = {"a": args.proxy / f"fold_{args.fold}", "b": args.full / f"fold_{args.fold}"}
+    models = {t: load_model(d / "model")[0] for t, d in fdirs.items()}  # once, not per condition
+    centres = {t: _fold_calibration(d, np.load(d / "scores.npz")) for t, d in fdirs.items()}
     out = {}
     for name in args.conditions:
-        fn = CONDITIONS[name]
-        tiles = np.stack([fit(fn(np.ascontiguousarray(pool.images[i][:, :min(h, side), :min(w, side)].transpose(1, 2, 0))),
-                              spec) for i, (h, w) in zip(index, pool.sizes[index])])
+        tiles = transformed_tiles(pool, index, CONDITIONS[name], spec)
         row = {}
-        for tag, run in (("a", args.proxy), ("b", args.full)):
-            z = np.load(run / f"fold_{args.fold}" / "scores.npz")
-            model = load_model(run / f"fold_{args.fold}" / "model")[0]
-            lg = own_calibration(score_logits(model, tiles, 256), *_fold_calibration(run / f"fold_{args.fold}", z))
+        for tag, model in models.items():
+            lg = own_calibration(score_logits(model, tiles, 256), *centres[tag])
             row[tag] = figures(lg, labels, groups, op)
         out[name] = row
         print(name, {t: round(r["roc_auc"], 3) for t, r in row.items()}, flush=True)

@@ -119,21 +119,25 @@ CONDITIONS = {
 }
 
 
+def transformed_tiles(images, idx: np.ndarray, fn, spec: PreprocessSpec) -> np.ndarray:
+    """The stored images `idx` (cropped back to their decoded size), transformed by `fn`, then tiled by the one
+    shared preprocessing function (`preprocess.fit`), as the model sees any image."""
+    side = images.images.shape[-1]
+    return np.stack([fit(fn(np.ascontiguousarray(images.images[i][:, :min(h, side), :min(w, side)].transpose(1, 2, 0))),
+                         spec) for i, (h, w) in zip(idx, images.sizes[idx])])
+
+
 def condition_study(run: Path, cfg: CrossvalConfig, pool, folds: np.ndarray, op: dict, conditions) -> dict:
     """The model's leave-sources-out figures when every image is transformed the same way."""
     spec = PreprocessSpec(cfg.train.crop, "tiles", tiles=cfg.train.tiles)
-    side = pool.pool.images.shape[-1]
     labels, groups = pool.pool.labels, np.asarray(pool.pool.groups, dtype=str)
     out = {}
     models = {k: load_model(run / f"fold_{k}" / "model")[0] for k in np.unique(folds)}
     for name in conditions:
-        fn = CONDITIONS[name]
         logits = np.zeros(len(labels))
         for k, model in models.items():
             idx = np.flatnonzero(folds == k)
-            tiles = np.stack([fit(fn(np.ascontiguousarray(pool.pool.images[i][:, :min(h, side), :min(w, side)]
-                                                          .transpose(1, 2, 0))), spec)
-                              for i, (h, w) in zip(idx, pool.pool.sizes[idx])])
+            tiles = transformed_tiles(pool.pool, idx, CONDITIONS[name], spec)
             # centred on the fold's own operating point, as the report's left-out scores are
             z = np.load(run / f"fold_{k}" / "scores.npz")
             logits[idx] = own_calibration(score_logits(model, tiles, 256), *_fold_calibration(run / f"fold_{k}", z))

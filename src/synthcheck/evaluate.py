@@ -48,7 +48,9 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
             from .attribution import evaluate_attribution
             from .inference import score_with_features
 
-            logits, feats = score_with_features(detector.model, part.images, 256, detector.device)
+            # the same call Detector.score_decoded makes when predicting: identical logits, features from that pass
+            logits, feats = score_with_features(detector.model, part.images, 256, detector.device,
+                                                cpu_bf16=detector.precision == "bf16")
             probs, routed, thr, rng = detector.calibrated(logits), None, detector.threshold, detector.uncertain_range
             attribution = evaluate_attribution(detector.attribution, feats, part.groups, part.labels)
         else:
