@@ -1,6 +1,6 @@
 """SynthCheck: tell AI-generated images from real photographs, show why, and say how sure."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Detector", "Prediction", "__version__"]
 

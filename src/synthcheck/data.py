@@ -114,6 +114,28 @@ def iter_source(source: str | Path) -> Iterator[RawItem]:
         raise ValueError(f"{source}: not a folder or a tar archive")
 
 
+def typical_short_side(sources: Iterable[str | Path], per_source: int = 24) -> int | None:
+    """Median short side of the first few images of each source, from their headers only (no decoding):
+    enough to tell 32-px thumbnails from full-size photos before a recipe resizes them."""
+    import io
+
+    from PIL import Image
+
+    sides = []
+    for source in sources:
+        try:
+            for i, item in enumerate(iter_source(source)):
+                if i >= per_source:
+                    break
+                try:
+                    sides.append(min(Image.open(io.BytesIO(item.data)).size))
+                except Exception:  # unreadable files are reported by the real pass
+                    continue
+        except (OSError, ValueError):
+            continue
+    return int(np.median(sides)) if sides else None
+
+
 @dataclass
 class ImageSet:
     """Decoded images of one source: uint8 [N,3,S,S] ([N,T,3,S,S] when the spec tiles) plus labels, splits, names and content digests."""

@@ -14,7 +14,7 @@ import torch
 
 from .calibration import probabilities
 from .checkpoint import load_model, spec_of
-from .inference import pick_device, score_logits
+from .inference import pick_device, resolve_precision, score_logits
 from .metadata import combine_verdict, inspect
 from .models import fold_batchnorm
 from .preprocess import (DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image, tile_boxes,
@@ -25,7 +25,6 @@ DEFAULT_MODEL = "default"  # the CIFAKE-sized model
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
 BACKENDS = ("torch", "onnx")
-PRECISIONS = ("fp32", "bf16")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
@@ -118,14 +117,13 @@ class Detector:
     """A trained model with its preprocessing, calibration and operating point."""
 
     def __init__(self, model: torch.nn.Module, config: dict, model_id: str, device: str | torch.device = "cpu",
-                 directory: Path | None = None, backend: str = "torch", precision: str = "fp32"):
+                 directory: Path | None = None, backend: str = "torch", precision: str = "auto"):
         self.directory = directory
         self.device = pick_device(str(device))
         self.model = fold_batchnorm(model).to(self.device).eval()  # a Detector only scores and explains
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        precision = resolve_precision(precision, self.device, backend)  # "auto": bf16 where the CPU has it
         self.backend, self.precision = backend, precision
         self._onnx = None
         if backend == "onnx":
@@ -155,12 +153,13 @@ class Detector:
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "torch",
-             precision: str = "fp32") -> "Detector":
+             precision: str = "auto") -> "Detector":
         """Load a model directory or a bundled model by name. None (or "auto") gives `AutoDetector`: the
         bundled CIFAKE-sized and photo models, each image scored by the one made for its size.
 
         backend "onnx" scores with ONNX Runtime from the directory's model.onnx (explanations still use
-        the PyTorch weights); precision "bf16" scores in bf16 autocast on CPU or GPU.
+        the PyTorch weights); precision "bf16" scores in bf16 autocast on CPU or GPU, "fp32" in fp32, "auto" (the
+        default) picks bf16 on GPUs and on CPUs with native bf16 (AMX/AVX512-BF16), fp32 elsewhere.
         """
         if name_or_path is None or str(name_or_path) == AUTO:
             members = [m for m in AUTO_MEMBERS if m in bundled_models()]

@@ -39,6 +39,22 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
+    """"auto" -> what scores fastest at the measured accuracy: bf16 on GPUs and on CPUs with native bf16 (AMX or
+    AVX512-BF16: 2-3x faster, same verdicts, BENCHMARKS.md), fp32 elsewhere (emulated bf16 is slower) and on the
+    ONNX backend (fp32 only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if backend == "onnx":
+        return "fp32"
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
 CPU_CHUNK = 64         # fp32
 CPU_CHUNK_BF16 = 128   # bf16 gains ~4% more from the larger chunk
 

@@ -51,7 +51,7 @@ class ServeSettings:
 
     model: str | None = None
     backend: str = "torch"              # or "onnx" (ONNX Runtime)
-    precision: str = "fp32"             # or "bf16"
+    precision: str = "auto"             # bf16 where the CPU has native bf16, else fp32 (or "fp32" | "bf16")
     max_request_mb: float = 20.0
     max_pixels: int = 50_000_000
     max_files: int = 16
