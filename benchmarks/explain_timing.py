@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from synthcheck import Detector
-from synthcheck.explain import METHODS
+from synthcheck.inference.explain import METHODS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples"
 IMAGES = {"CIFAKE 32 px": SAMPLES / "ai_cifake_102_9.jpg", "photo 512 px": SAMPLES / "ai_diffusiondb_diffusion_000225.jpg"}

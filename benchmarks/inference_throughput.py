@@ -53,9 +53,9 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--iters", type=int, default=50)
     args = ap.parse_args()
-    from synthcheck.detector import Detector
-    from synthcheck.inference import pick_device
-    from synthcheck.models import build_model, fold_batchnorm
+    from synthcheck.inference.detector import Detector
+    from synthcheck.inference.scoring import pick_device
+    from synthcheck.models.registry import build_model, fold_batchnorm
 
     device = pick_device(args.device)
     if device.type == "cpu":

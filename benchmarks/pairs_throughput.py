@@ -56,7 +56,7 @@ def plain(folder: Path, limit: int) -> float:
     import torch
     from PIL import Image
 
-    from synthcheck.autoencoders import load_autoencoder
+    from synthcheck.data.autoencoders import load_autoencoder
 
     model = load_autoencoder("taef2", SHARED / "weights")
     out = DATA / "plain_out"

@@ -76,8 +76,8 @@ def list_files(folder: Path, limit: int | None) -> list[Path]:
 
 def floor(files: list[Path], workers: int) -> float:
     """Seconds to read, decode and tile every file on `workers` threads, nothing else."""
-    from synthcheck.detector import Detector
-    from synthcheck.preprocess import load_image
+    from synthcheck.data.preprocess import load_image
+    from synthcheck.inference.detector import Detector
 
     spec = Detector.load("photo").spec
 
@@ -116,8 +116,8 @@ class TileSet:
 def plain_pipeline(files: list[str], out: Path):
     import torch
 
-    from synthcheck.checkpoint import load_model
-    from synthcheck.detector import resolve_model
+    from synthcheck.models.bundled import resolve_model
+    from synthcheck.models.checkpoint import load_model
 
     model, config = load_model(resolve_model("photo"), map_location="cpu")
     model.eval()
@@ -139,9 +139,9 @@ def stages(files: list[Path]) -> dict:
     """Seconds per image in each stage, in-process, single-threaded decode, batched model calls."""
     import torch
 
-    from synthcheck.detector import Detector
-    from synthcheck.metadata import inspect
-    from synthcheck.preprocess import decode_image, fit
+    from synthcheck.data.preprocess import decode_image, fit
+    from synthcheck.inference.detector import Detector
+    from synthcheck.inference.metadata import inspect
 
     out = {}
     det = Detector.load("photo")
@@ -268,7 +268,7 @@ def main():
 
     import torch
 
-    from synthcheck.inference import cpu_has_bf16
+    from synthcheck.inference.scoring import cpu_has_bf16
 
     meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, native bf16 {cpu_has_bf16()}, "

@@ -53,8 +53,8 @@ def list_files(folder: Path, limit: int | None) -> list[Path]:
 
 def floor(files: list[Path], workers: int) -> float:
     """Seconds to read and decode every file to model input, on `workers` threads, nothing else."""
-    from synthcheck.detector import Detector
-    from synthcheck.preprocess import load_image
+    from synthcheck.data.preprocess import load_image
+    from synthcheck.inference.detector import Detector
 
     spec = Detector.load().spec
 
@@ -74,7 +74,7 @@ def plain_pipeline(folder: Path, out: Path, limit: int | None):
     import torch
     from torchvision import datasets, transforms
 
-    from synthcheck.detector import Detector
+    from synthcheck.inference.detector import Detector
 
     det = Detector.load()
     tf = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
@@ -94,7 +94,7 @@ def plain_pipeline(folder: Path, out: Path, limit: int | None):
 
 
 def train_identical(model_dir: Path) -> set[bytes]:
-    from synthcheck.checkpoint import load_train_digests
+    from synthcheck.models.checkpoint import load_train_digests
 
     return load_train_digests(model_dir)
 
@@ -141,7 +141,8 @@ def main():
     n = len(files)
     for p in files:  # warm the page cache: every row reads from memory, as a repeated job would
         p.read_bytes()
-    from synthcheck.detector import BUNDLED_DIR, Detector
+    from synthcheck.inference.detector import Detector
+    from synthcheck.models.bundled import BUNDLED_DIR
 
     det = Detector.load()
     exclude = train_identical(BUNDLED_DIR / "default")

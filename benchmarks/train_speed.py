@@ -1,6 +1,6 @@
 """Training speed on CIFAKE: SynthCheck's fast path vs a plain PyTorch pipeline, same network, same run.
 
-  fast   `synthcheck.train.train`: decoded uint8 data resident on the device (decoded once, cached),
+  fast   `synthcheck.training.train.train`: decoded uint8 data resident on the device (decoded once, cached),
          batched augmentation on the device, channels-last + bf16 autocast on CUDA (bf16 on CPU per
          config), optional torch.compile.
   plain  the textbook pipeline: torchvision ImageFolder over the extracted JPEGs + DataLoader
@@ -59,15 +59,15 @@ def extracted(arch: Path, dest: Path) -> Path:
 
 
 def accuracy(model, test, device) -> float:
-    from synthcheck.inference import score_logits
+    from synthcheck.inference.scoring import score_logits
 
     logits = score_logits(model, test.images, 1024, device)
     return float(((logits > 0) == (test.labels > 0.5)).mean())
 
 
 def run_fast(cfg, splits, seed: int, out: Path) -> dict:
-    from synthcheck.checkpoint import load_model
-    from synthcheck.train import train
+    from synthcheck.models.checkpoint import load_model
+    from synthcheck.training.train import train
 
     cfg.seed = seed
     res = train([], out, cfg, splits=splits, progress=False)
@@ -78,9 +78,9 @@ def run_fast(cfg, splits, seed: int, out: Path) -> dict:
 def run_plain(cfg, folder: Path, seed: int, device: torch.device, limit: int | None) -> tuple[torch.nn.Module, float]:
     from torchvision import datasets, transforms
 
-    from synthcheck.data import LABEL_DIRS
-    from synthcheck.models import build_model
-    from synthcheck.train import _make_optimizer, _make_schedule, seed_everything
+    from synthcheck.data.folders import LABEL_DIRS
+    from synthcheck.models.registry import build_model
+    from synthcheck.training.train import _make_optimizer, _make_schedule, seed_everything
 
     seed_everything(seed)
     tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.RandomCrop(32, padding=2,
@@ -126,10 +126,11 @@ def main():
 
     import tomllib
 
-    from synthcheck.data import load_imageset
-    from synthcheck.inference import pick_device
-    from synthcheck.preprocess import PreprocessSpec
-    from synthcheck.train import TrainConfig, load_splits
+    from synthcheck.data.folders import load_imageset
+    from synthcheck.data.preprocess import PreprocessSpec
+    from synthcheck.inference.scoring import pick_device
+    from synthcheck.training.config import TrainConfig
+    from synthcheck.training.train import load_splits
 
     cfg = TrainConfig.from_dict(tomllib.loads(args.config.read_text()))
     if args.epochs:

@@ -17,9 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from synthcheck.augment import AugmentConfig, augment
-from synthcheck.inference import autocast_for, pick_device, to_input
-from synthcheck.models import build_model, count_parameters
+from synthcheck.data.augment import AugmentConfig, augment
+from synthcheck.inference.scoring import autocast_for, pick_device, to_input
+from synthcheck.models.registry import build_model, count_parameters
 
 
 def measure(name: str, device: torch.device, bf16: bool, batch: int, steps: int) -> float:

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from synthcheck.calibration import probabilities, selective_figures
-from synthcheck.crossval import _fold_calibration, own_calibration
+from synthcheck.analysis.loso import own_calibration
+from synthcheck.inference.calibration import probabilities, selective_figures
+from synthcheck.training.crossval import _fold_calibration
 
 
 def fold_scores(run: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +54,10 @@ def conditions(args, index: np.ndarray, labels, groups, op) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from shortcut_study import CONDITIONS, load_run, transformed_tiles
 
-    from synthcheck.checkpoint import load_model
-    from synthcheck.crossval import load_pool
-    from synthcheck.inference import score_logits
-    from synthcheck.preprocess import PreprocessSpec
+    from synthcheck.data.preprocess import PreprocessSpec
+    from synthcheck.inference.scoring import score_logits
+    from synthcheck.models.checkpoint import load_model
+    from synthcheck.training.crossval import load_pool
 
     cfg, _ = load_run(args.proxy)
     cfg.pairs = []

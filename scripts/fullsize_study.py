@@ -37,7 +37,7 @@ POLICIES = ("resize", "center_crop", "crop", "tiles:2", "tiles:3")
 
 def extract(tar: Path, dest: Path, keep=None) -> Path:
     """Unpack the labelled images of a tar (optionally only those whose bytes `keep` accepts) to a folder."""
-    from synthcheck.data import iter_source
+    from synthcheck.data.folders import iter_source
 
     for item in iter_source(tar):
         if keep is not None and not keep(item.data):
@@ -50,7 +50,7 @@ def extract(tar: Path, dest: Path, keep=None) -> Path:
 
 def heldout_folder(photo, work: Path) -> Path:
     """The photo model's held-out part of the DiffusionDB set as a folder (every model is scored on exactly it)."""
-    from synthcheck.data import digest
+    from synthcheck.data.store import digest
 
     seen = photo.train_digests()
     dest = work / "diffusiondb-heldout"
@@ -65,7 +65,7 @@ CIFAKE_TEST = ROOT.parent / "shared" / "data" / "cifake" / "cifake_test_jpg.tar.
 def cifake_sample(work: Path, n: int = 1000) -> Path:
     """A seeded n-image part (half real, half AI) of the CIFAKE test split, for models whose input is so large
     that the whole split would not fit in memory decoded (the photo model: 20,000 x 9 tiles of 224 px)."""
-    from synthcheck.data import iter_source
+    from synthcheck.data.folders import iter_source
 
     dest = work / f"cifake-test-{n}"
     if dest.exists():
@@ -82,8 +82,8 @@ def cifake_sample(work: Path, n: int = 1000) -> Path:
 
 
 def cross_table(models: list[str], sets: list[Path], small_sample: Path) -> list[dict]:
-    from synthcheck.detector import Detector
-    from synthcheck.evaluate import evaluate_sets
+    from synthcheck.analysis.evaluate import evaluate_sets
+    from synthcheck.inference.detector import Detector
 
     rows = []
     for name in models:
@@ -102,8 +102,8 @@ def cross_table(models: list[str], sets: list[Path], small_sample: Path) -> list
 
 def variants_table(dirs: list[str], sets: dict[str, Path]) -> list[dict]:
     """Every photo-model candidate trained: validation loss (the selection rule), held-out and GAN-crop figures."""
-    from synthcheck.detector import Detector
-    from synthcheck.evaluate import evaluate_sets
+    from synthcheck.analysis.evaluate import evaluate_sets
+    from synthcheck.inference.detector import Detector
 
     rows = []
     for d in dirs:
@@ -120,8 +120,8 @@ def variants_table(dirs: list[str], sets: dict[str, Path]) -> list[dict]:
 
 
 def policy_table(models: list[str], sets: list[Path]) -> list[dict]:
-    from synthcheck.detector import Detector
-    from synthcheck.evaluate import evaluate_sets
+    from synthcheck.analysis.evaluate import evaluate_sets
+    from synthcheck.inference.detector import Detector
 
     rows = []
     for name in models:
@@ -139,7 +139,7 @@ def policy_table(models: list[str], sets: list[Path]) -> list[dict]:
 
 
 def _files(folder: Path) -> tuple[list[Path], np.ndarray]:
-    from synthcheck.data import LABEL_DIRS
+    from synthcheck.data.folders import LABEL_DIRS
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent.name.lower() in LABEL_DIRS)
     return files, np.array([LABEL_DIRS[p.parent.name.lower()] for p in files])
@@ -161,9 +161,9 @@ def shuffle_patches(img: np.ndarray, patch: int, rng) -> np.ndarray:
 
 def content_study(photo_name: str, folder: Path) -> dict:
     """Photo model vs content: scores by content group, and AUROC when content or artifacts are destroyed."""
-    from synthcheck.detector import Detector
-    from synthcheck.preprocess import decode_image
-    from synthcheck.robustness import jpeg, rescale
+    from synthcheck.data.preprocess import decode_image
+    from synthcheck.data.transforms import jpeg, rescale
+    from synthcheck.inference.detector import Detector
 
     det = Detector.load(photo_name)
     files, y = _files(folder)
@@ -204,7 +204,7 @@ def content_study(photo_name: str, folder: Path) -> dict:
 
 def confidently_wrong(models: list[str], sets: dict[str, Path]) -> list[dict]:
     """Final verdicts through `Detector.predict`: the share that are confident ("ai"/"real") and wrong."""
-    from synthcheck.detector import Detector
+    from synthcheck.inference.detector import Detector
 
     rows = []
     for name in models:
@@ -315,11 +315,12 @@ def ood_signals(photo_name: str, heldout: Path, gan: Path) -> dict:
     import torch
     from sklearn.decomposition import PCA
 
-    from synthcheck.data import load_imageset, make_splits
-    from synthcheck.detector import Detector
-    from synthcheck.inference import to_input
-    from synthcheck.models import build_model, last_linear
-    from synthcheck.preprocess import PreprocessSpec
+    from synthcheck.data.folders import load_imageset
+    from synthcheck.data.preprocess import PreprocessSpec
+    from synthcheck.data.splits import make_splits
+    from synthcheck.inference.detector import Detector
+    from synthcheck.inference.scoring import to_input
+    from synthcheck.models.registry import build_model, last_linear
 
     det = Detector.load(photo_name)
     spec = PreprocessSpec(det.spec.image_size, "tiles", tiles=1)  # the centre tile: one feature vector per image
@@ -378,7 +379,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not DIFFUSIONDB.exists():
         sys.exit(f"needs {DIFFUSIONDB} (see ../shared/data/README.md)")
-    from synthcheck.detector import Detector
+    from synthcheck.inference.detector import Detector
 
     work = ROOT / "runs" / "fullsize_study"
     work.mkdir(parents=True, exist_ok=True)

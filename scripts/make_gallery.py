@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from synthcheck import Detector
-from synthcheck.data import load_imageset
-from synthcheck.evaluate import drop_train_identical, evaluation_part
+from synthcheck.analysis.evaluate import drop_train_identical, evaluation_part
+from synthcheck.data.folders import load_imageset
 
 
 def main():

@@ -20,21 +20,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthcheck.audit import _features
-from synthcheck.calibration import probabilities, selective_figures
-from synthcheck.checkpoint import load_model
-from synthcheck.crossval import CrossvalConfig, _fold_calibration, assign_folds, load_pool, own_calibration
-from synthcheck.data import digest, iter_source, save_json
-from synthcheck.groups import lookup, manifest_path, read_manifest
-from synthcheck.inference import score_logits
-from synthcheck.preprocess import PreprocessSpec, fit
-from synthcheck.robustness import jpeg
+from synthcheck.analysis.audit import _features
+from synthcheck.analysis.loso import own_calibration
+from synthcheck.data.folders import iter_source
+from synthcheck.data.groups import lookup, manifest_path, read_manifest
+from synthcheck.data.preprocess import PreprocessSpec, fit
+from synthcheck.data.store import digest, save_json
+from synthcheck.data.transforms import jpeg
+from synthcheck.inference.calibration import probabilities, selective_figures
+from synthcheck.inference.scoring import score_logits
+from synthcheck.models.checkpoint import load_model
+from synthcheck.training.crossval import CrossvalConfig, _fold_calibration, assign_folds, load_pool
 
 
 def load_run(run: Path) -> tuple[CrossvalConfig, dict]:
     raw = json.loads((run / "config.json").read_text())
-    from synthcheck.augment import AugmentConfig
-    from synthcheck.train import TrainConfig
+    from synthcheck.data.augment import AugmentConfig
+    from synthcheck.training.config import TrainConfig
 
     tr = dict(raw.pop("train"))
     aug = AugmentConfig(**tr.pop("augment"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthcheck.attribution import (UNKNOWN, AttributionHead, fit_head, fit_open_set, leave_one_family_out,
-                                    trade_off_curve)
+from synthcheck.inference.attribution import UNKNOWN, AttributionHead
+from synthcheck.training.attribution import fit_head, fit_open_set, leave_one_family_out, trade_off_curve
 
 
 def _toy(rng, n=60, d=16, k=4):
@@ -50,7 +50,7 @@ def test_open_set_rule_rejects_a_synthetic_unknown_family():
 
 
 def test_families_decided_from_the_data():
-    from synthcheck.attribution import family_map
+    from synthcheck.training.attribution import family_map
 
     groups = np.array(["ai:diffusion"] * 60 + ["ai:stylegan"] * 30 + ["ai:biggan"] * 30 + ["ai:glid-3"] * 15
                       + ["ai:realorai"] * 20 + ["real:coco"] * 10)
@@ -61,7 +61,7 @@ def test_families_decided_from_the_data():
 
 
 def test_fit_attribution_reports_held_out_top1_and_rejects_unknown_examples(tmp_path):
-    from synthcheck.attribution import fit_attribution, plot_attribution
+    from synthcheck.training.attribution import fit_attribution, plot_attribution
 
     rng = np.random.default_rng(2)
     x, fam, _ = _toy(rng, n=80, k=5)
@@ -87,8 +87,9 @@ def test_generator_shown_on_every_front_end(tmp_path):
 
     from synthcheck import Detector
     from synthcheck.cli import app
-    from synthcheck.serve import ServeSettings, create_app
-    from synthcheck.webui import _table
+    from synthcheck.serving.serve import create_app
+    from synthcheck.serving.service import ServeSettings
+    from synthcheck.serving.webui import _table
 
     sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
     det = Detector.load("photo")
@@ -118,7 +119,7 @@ def test_metadata_naming_a_generator_is_reported_and_wins(tmp_path):
     from PIL.PngImagePlugin import PngInfo
 
     from synthcheck import Detector
-    from synthcheck.attribution import from_metadata
+    from synthcheck.inference.attribution import from_metadata
 
     sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
     info = PngInfo()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synthcheck.audit import _single_feature_auroc
+from synthcheck.analysis.audit import _single_feature_auroc
 
 
 def test_categorical_feature_that_separates_perfectly():

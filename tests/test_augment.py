@@ -1,6 +1,6 @@
 import torch
 
-from synthcheck.augment import AugmentConfig, augment
+from synthcheck.data.augment import AugmentConfig, augment
 
 
 def test_shift_and_flip_keep_shape_and_pixels():

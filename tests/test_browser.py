@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from synthcheck.detector import Detector
+from synthcheck.inference.detector import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "src" / "synthcheck" / "samples"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from synthcheck.metadata import combine_verdict, inspect  # noqa: E402
+from synthcheck.inference.metadata import combine_verdict, inspect  # noqa: E402
 
 
 def _self_signed():

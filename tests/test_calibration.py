@@ -1,7 +1,8 @@
 import numpy as np
 
-from synthcheck.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
-from synthcheck.metrics import compute_metrics
+from synthcheck.analysis.metrics import compute_metrics
+from synthcheck.inference.calibration import (choose_threshold, expected_calibration_error, fit_temperature,
+                                              probabilities)
 
 
 def test_temperature_recovers_overconfidence():

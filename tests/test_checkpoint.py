@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from synthcheck.checkpoint import load_model, load_state, save_model, save_state
-from synthcheck.models import build_model
+from synthcheck.models.checkpoint import load_model, load_state, save_model, save_state
+from synthcheck.models.registry import build_model
 
 
 def test_model_roundtrip_is_exact_and_pickle_free(tmp_path):

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthcheck.calibration import fit_abstention, selective_figures
-from synthcheck.crossval import (CrossvalConfig, Pool, assign_folds, fold_training_set, loso_report, run_crossval,
-                                 train_final)
-from synthcheck.data import ImageSet, load_imageset, make_splits
-from synthcheck.detector import Detector, uncertain_range
-from synthcheck.explain import stitch
-from synthcheck.groups import family_of, generator_of, group_of
-from synthcheck.preprocess import PreprocessSpec
-from synthcheck.train import TrainConfig
+from synthcheck.analysis.loso import loso_report
+from synthcheck.data.folders import ImageSet, load_imageset
+from synthcheck.data.groups import family_of, generator_of, group_of
+from synthcheck.data.preprocess import PreprocessSpec
+from synthcheck.data.splits import make_splits
+from synthcheck.inference.calibration import fit_abstention, selective_figures
+from synthcheck.inference.detector import Detector
+from synthcheck.inference.explain import stitch
+from synthcheck.inference.prediction import uncertain_range
+from synthcheck.training.config import TrainConfig
+from synthcheck.training.crossval import (CrossvalConfig, Pool, assign_folds, fold_training_set, run_crossval,
+                                          train_final)
 
 from conftest import make_image
 
@@ -157,7 +160,7 @@ def test_loso_report_judges_each_family_by_a_band_fitted_on_the_others():
     op = rep["operating_point"]
     assert 0 <= op["low"] <= op["threshold"] <= op["high"] <= 1
     # in-sample, the fitted band meets the limits on every group
-    from synthcheck.calibration import probabilities
+    from synthcheck.inference.calibration import probabilities
     p = probabilities(logits, op["temperature"])
     for g in np.unique(groups):
         m = groups == g

@@ -4,8 +4,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from synthcheck.data import load_imageset, make_splits, stratified_split
-from synthcheck.preprocess import PreprocessSpec
+from synthcheck.data.folders import load_imageset
+from synthcheck.data.preprocess import PreprocessSpec
+from synthcheck.data.splits import make_splits, stratified_split
 
 from conftest import write_dataset
 
@@ -47,10 +48,10 @@ def test_cache_reused_and_invalidated_by_content(tmp_path, monkeypatch):
     root = write_dataset(tmp_path / "d", 4, splits=("",))
     first = load_imageset(root, SPEC, progress=False)
     calls = []
-    import synthcheck.data as data
+    import synthcheck.data.folders as folders
 
-    real = data._decode_many
-    monkeypatch.setattr(data, "_decode_many", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
+    real = folders._decode_many
+    monkeypatch.setattr(folders, "_decode_many", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
     second = load_imageset(root, SPEC, progress=False)
     assert calls == [0] and np.array_equal(first.images, second.images)
     # change one file's content: exactly that file is decoded again

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from synthcheck import Detector
-from synthcheck.detector import BUNDLED_DIR, bundled_models
+from synthcheck.models.bundled import BUNDLED_DIR, bundled_models
 
 from conftest import SHARED
 
@@ -50,7 +50,7 @@ def test_default_model_scores_the_shipped_samples():
 def test_default_model_reproduces_its_card_on_cifake_test(tmp_path):
     """Re-scoring the official test split in fp32 must give exactly the accuracy the model card reports
     (and the default fast path, bf16 where the CPU has it, within 0.1 point of it)."""
-    from synthcheck.evaluate import evaluate_sets
+    from synthcheck.analysis.evaluate import evaluate_sets
 
     det = Detector.load("default", precision="fp32")
     res = evaluate_sets(det, [CIFAKE_TEST], None, progress=False, plots=False)
@@ -67,7 +67,7 @@ def test_default_model_reproduces_its_card_on_cifake_test(tmp_path):
 def test_prediction_dict_has_every_field():
     from dataclasses import fields
 
-    from synthcheck.detector import Prediction
+    from synthcheck.inference.prediction import Prediction
 
     p = Detector.load("default").predict(str(SAMPLES / "ai_cifake_102_9.jpg"))[0]
     assert set(p.to_dict()) == {f.name for f in fields(Prediction)}
@@ -129,7 +129,7 @@ def test_photo_model_is_bundled_with_its_held_out_figures():
 @pytest.mark.skipif(not DIFFUSIONDB.exists(), reason="../shared/data/ood-dev absent")
 def test_photo_model_reproduces_its_card_on_the_held_out_part():
     """Evaluating the whole DiffusionDB set scores exactly the held-out part (train and val files are excluded)."""
-    from synthcheck.evaluate import evaluate_sets
+    from synthcheck.analysis.evaluate import evaluate_sets
 
     det = Detector.load("photo", precision="fp32")
     (m,) = evaluate_sets(det, [DIFFUSIONDB], None, progress=False, plots=False)["sets"].values()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import _free_port, write_dataset
-from synthcheck import distributed
+from synthcheck.training import distributed
 
 
 def test_shards_are_disjoint_equal_and_cover_the_permutation():

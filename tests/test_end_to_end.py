@@ -92,7 +92,7 @@ def test_detector_api_matches_evaluation_path(trained, tiny_dataset):
 
 
 def test_resume_continues_after_interruption(tiny_dataset, tmp_path, monkeypatch):
-    import synthcheck.train as train_mod
+    import synthcheck.training.train as train_mod
 
     real, calls = train_mod.score_logits, []
 
@@ -167,7 +167,7 @@ def test_calibrate_and_inspect_cli(trained, tiny_dataset, tmp_path):
 
 def test_robust_training_switches(tiny_dataset, tmp_path, monkeypatch):
     """Damage augmentation and PGD adversarial training run, reach the model, and are recorded with it."""
-    import synthcheck.train as train_mod
+    import synthcheck.training.train as train_mod
 
     calls = []
     real_pgd = train_mod.pgd
@@ -188,7 +188,8 @@ def test_robust_training_switches(tiny_dataset, tmp_path, monkeypatch):
 
 
 def test_generator_names_and_breakdown():
-    from synthcheck.evaluate import by_generator, generator_of
+    from synthcheck.analysis.evaluate import by_generator
+    from synthcheck.data.groups import generator_of
 
     assert generator_of("372_stylegan_fake.png") == "stylegan"
     assert generator_of("diffusion_000225.jpg") == "diffusion"

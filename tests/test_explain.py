@@ -11,11 +11,11 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from synthcheck import Detector
-from synthcheck.checkpoint import load_model
 from synthcheck.cli import app
-from synthcheck.explain import _perturbation, gradcam, gradcam_pp, render
-from synthcheck.models import REGISTRY, build_model
-from synthcheck.preprocess import ImageError
+from synthcheck.data.preprocess import ImageError
+from synthcheck.inference.explain import _perturbation, gradcam, gradcam_pp, render
+from synthcheck.models.checkpoint import load_model
+from synthcheck.models.registry import REGISTRY, build_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples"
 CIFAKE_SAMPLES = sorted(SAMPLES.glob("*_cifake_*.jpg"))
@@ -149,7 +149,7 @@ def test_spectrum_of_a_full_size_photo_stays_at_native_resolution(det):
 
 
 def test_spectrum_shows_a_planted_periodic_artifact():
-    from synthcheck.explain import spectrum
+    from synthcheck.inference.explain import spectrum
 
     rng = np.random.default_rng(0)
     base = rng.normal(128, 20, (64, 64, 1)).repeat(3, 2)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthcheck.checkpoint import save_model
 from synthcheck.cli import app
-from synthcheck.detector import Detector
-from synthcheck.export import TOLERANCE, export_onnx
-from synthcheck.models import build_model
+from synthcheck.inference.detector import Detector
+from synthcheck.inference.export import TOLERANCE, export_onnx
+from synthcheck.models.checkpoint import save_model
+from synthcheck.models.registry import build_model
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples").glob("*.jpg"))
 
@@ -93,12 +93,12 @@ def test_bf16_precision_keeps_the_fp32_verdicts(model):
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
-    import synthcheck.inference as inference
-    from synthcheck.inference import resolve_precision
+    import synthcheck.inference.scoring as scoring
+    from synthcheck.inference.scoring import resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for has in (True, False):
-        monkeypatch.setattr(inference, "cpu_has_bf16", lambda has=has: has)
+        monkeypatch.setattr(scoring, "cpu_has_bf16", lambda has=has: has)
         assert resolve_precision("auto", cpu) == ("bf16" if has else "fp32")
         assert Detector.load("default").precision == ("bf16" if has else "fp32")
         assert resolve_precision("auto", cuda) == "bf16" and resolve_precision("auto", cpu, "onnx") == "fp32"

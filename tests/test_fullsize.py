@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 from conftest import make_image, write_dataset
-from synthcheck.data import load_imageset, make_splits
-from synthcheck.detector import AutoDetector, Detector
-from synthcheck.evaluate import evaluate_sets
-from synthcheck.inference import score_logits
-from synthcheck.models import build_model
-from synthcheck.preprocess import PreprocessSpec, load_image, tile_grid
-from synthcheck.train import TrainConfig, train
+from synthcheck.analysis.evaluate import evaluate_sets
+from synthcheck.data.folders import load_imageset
+from synthcheck.data.preprocess import PreprocessSpec, load_image, tile_grid
+from synthcheck.data.splits import make_splits
+from synthcheck.inference.detector import AutoDetector, Detector
+from synthcheck.inference.scoring import score_logits
+from synthcheck.models.registry import build_model
+from synthcheck.training.config import TrainConfig
+from synthcheck.training.train import train
 
 
 def test_tiles_are_native_pixels_spread_over_the_image():
@@ -128,8 +130,8 @@ def test_tiled_training_learns_and_records_its_held_out_part(two_models):
 
 
 def test_explaining_a_tiled_verdict_covers_the_whole_image(two_models):
-    from synthcheck.explain import gradcam
-    from synthcheck.preprocess import tile_grid
+    from synthcheck.data.preprocess import tile_grid
+    from synthcheck.inference.explain import gradcam
 
     det = Detector.load(two_models / "run_large" / "model")
     buf = io.BytesIO()
@@ -153,7 +155,7 @@ def test_linear_probe_trains_only_the_last_layer(tmp_path, tiny_dataset):
     torch.manual_seed(0)
     before, _ = build_model("fastnet_s")
     train([tiny_dataset / "train"], tmp_path / "run", cfg, progress=False)
-    from synthcheck.checkpoint import load_model
+    from synthcheck.models.checkpoint import load_model
 
     after, _ = load_model(tmp_path / "run" / "model")
     changed = [n for n, p in after.state_dict().items()
@@ -232,16 +234,16 @@ def test_domain_rule_flags_images_far_smaller_than_the_training_images(two_model
 
 
 def test_a_set_too_big_to_decode_is_refused_with_the_numbers(tmp_path, monkeypatch):
-    import synthcheck.data as data
+    import synthcheck.data.store as store
 
     src = _sourced_dataset(tmp_path / "d", n=4)
-    monkeypatch.setattr(data, "_available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(store, "_available_memory", lambda: 1_000_000)
     with pytest.raises(ValueError, match=r"would take .* GiB decoded, more than this machine has free"):
         load_imageset(src, PreprocessSpec(224, "tiles", tiles=3), progress=False)
 
 
 def test_robustness_report_runs_on_a_tiled_model(two_models, tmp_path):
-    from synthcheck.robustness import robustness_report
+    from synthcheck.analysis.robustness import robustness_report
 
     det = Detector.load(two_models / "run_large" / "model")
     rep = robustness_report(det, two_models / "large", tmp_path / "rob", limit=6, eps=(2,), steps=2, progress=False)

@@ -4,7 +4,7 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
-from synthcheck.metadata import Evidence, combine_verdict, inspect
+from synthcheck.inference.metadata import Evidence, combine_verdict, inspect
 
 
 def png_with_text(**chunks) -> bytes:

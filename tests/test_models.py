@@ -3,7 +3,7 @@ import shutil
 import pytest
 import torch
 
-from synthcheck.models import REGISTRY, build_model
+from synthcheck.models.registry import REGISTRY, build_model
 
 from conftest import SHARED
 
@@ -45,7 +45,7 @@ def test_missing_pretrained_weights_fail_in_one_clear_line(monkeypatch, tmp_path
     """No network: torchvision's download fails; the error names the file, where it goes and what else to do."""
     import urllib.request
 
-    from synthcheck.models import build_model
+    from synthcheck.models.registry import build_model
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")

@@ -11,10 +11,10 @@ import torch
 from PIL import Image, JpegImagePlugin
 from safetensors.torch import save_file
 
-from synthcheck.autoencoders import FAMILIES, TinyAutoencoder, load_autoencoder
-from synthcheck.data import load_imageset
-from synthcheck.pairs import encode_like, make_pairs, reconstruct
-from synthcheck.preprocess import PreprocessSpec
+from synthcheck.data.autoencoders import FAMILIES, TinyAutoencoder, load_autoencoder
+from synthcheck.data.folders import load_imageset
+from synthcheck.data.pairs import encode_like, make_pairs, reconstruct
+from synthcheck.data.preprocess import PreprocessSpec
 
 from conftest import SHARED
 
@@ -114,7 +114,7 @@ def test_pairs_layout_manifest_resume_and_bad_files(tmp_path, photos):
     # train reads it: groups from the manifest, each fake knows its original's content digest
     s_ = load_imageset(out, PreprocessSpec(32, "resize"), progress=False)
     assert sorted(set(s_.groups)) == ["aligned:taef2", "real:photos"] and len(s_) == 8
-    from synthcheck.data import digest
+    from synthcheck.data.store import digest
     originals = {digest(p.read_bytes()).hex() for p in (photos / "2024").glob("*.*")}
     assert {t for t, g in zip(s_.twins, s_.groups) if g.startswith("aligned")} <= originals
     # resume: nothing is done twice; the bad files are reported again

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthcheck.preprocess import ImageError, PreprocessSpec, decode_image, fit_to_size, load_image
+from synthcheck.data.preprocess import ImageError, PreprocessSpec, decode_image, fit_to_size, load_image
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import write_dataset
-from synthcheck.detector import Detector
+from synthcheck.inference.detector import Detector
 
 pytest.importorskip("ray", reason="Ray not installed (pip install -e '.[test]' installs it)")
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples"
@@ -41,7 +41,7 @@ def test_ray_predict_equals_single_process_and_resumes(tmp_path):
     r = run_cli("predict", str(folder), "--manifest", str(manifest), "--engine", "ray", "--out", str(out),
                 "--shard-size", "12", "--ray-workers", "2", "--batch-size", "8")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    from synthcheck.ray_scoring import read_results
+    from synthcheck.serving.ray_scoring import read_results
 
     got = read_results(out)
     inputs = files + files[:5]

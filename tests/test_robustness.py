@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from synthcheck import Detector
-from synthcheck.robustness import DAMAGE, blur, center_crop, fgsm, jpeg, noise, pgd, rescale
-from synthcheck.preprocess import PreprocessSpec, load_image
+from synthcheck.analysis.robustness import fgsm, pgd
+from synthcheck.data.preprocess import PreprocessSpec, load_image
+from synthcheck.data.transforms import DAMAGE, blur, center_crop, jpeg, noise, rescale
 
 from test_explain import CIFAKE_SAMPLES
 

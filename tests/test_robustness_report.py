@@ -7,9 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synthcheck import Detector
+from synthcheck.analysis.evaluate import evaluate_sets
+from synthcheck.analysis.robustness import robustness_report
 from synthcheck.cli import app
-from synthcheck.evaluate import evaluate_sets
-from synthcheck.robustness import DAMAGE, robustness_report
+from synthcheck.data.transforms import DAMAGE
 
 from test_explain import CIFAKE_SAMPLES
 

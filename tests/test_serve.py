@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from hostile import corpus
-from synthcheck.detector import Detector
-from synthcheck.serve import ServeSettings, create_app
+from synthcheck.inference.detector import Detector
+from synthcheck.serving.serve import create_app
+from synthcheck.serving.service import ServeSettings
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples").glob("*.jpg"))
 CORPUS = corpus()

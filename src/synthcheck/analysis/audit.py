@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import CLASS_NAMES, digest, iter_source, save_json
+from ..data.folders import CLASS_NAMES, iter_source
+from ..data.store import digest, save_json
 
 # IJG standard luminance table (quality 50), for estimating JPEG quality from a file's own table
 _IJG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,

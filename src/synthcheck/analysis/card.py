@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import save_json
+from ..data.store import save_json
 
 
 def _pct(x):

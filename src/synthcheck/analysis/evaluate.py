@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageSet, generator_of, load_imageset, save_json
-from .groups import family_of
-from .detector import Detector
+from ..data.folders import ImageSet, load_imageset
+from ..data.groups import family_of, generator_of
+from ..data.store import save_json
+from ..inference.attribution import UNKNOWN, AttributionHead
+from ..inference.detector import Detector
 from .metrics import compute_metrics, plot_metrics
 
 
@@ -45,8 +47,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         if exclude_train:
             part, excluded = drop_train_identical(detector, part)
         if getattr(detector, "attribution", None) is not None and getattr(detector, "_onnx", None) is None:
-            from .attribution import evaluate_attribution
-            from .inference import score_with_features
+            from ..inference.scoring import score_with_features
 
             # the same call Detector.score_decoded makes when predicting: identical logits, features from that pass
             logits, feats = score_with_features(detector.model, part.images, 256, detector.device,
@@ -194,3 +195,28 @@ def _plot_confusion(a: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def evaluate_attribution(head: AttributionHead, feats: np.ndarray, groups, labels: np.ndarray) -> dict | None:
+    """Attribution on an evaluated set: for its AI images whose group the head's fit mapped to a family (or to
+    "unknown"), top-1 over the known families, share named, share of unknown-family images rejected, and the
+    confusion matrix; None when no AI image of the set has a known expected answer."""
+    from sklearn.metrics import confusion_matrix
+
+    table = head.info.get("group_family", {})
+    want = np.array([table.get(family_of(str(g)), "") if y == 1 else "" for g, y in zip(groups, labels)], dtype=object)
+    use = want != ""
+    if not use.any():
+        return None
+    got = np.array([p["name"] for p in head.predict(feats[use])], dtype=object)
+    want = want[use]
+    known = want != UNKNOWN
+    top = np.array(head.families)[head.probabilities(feats[use]).argmax(1)]
+    labels_cm = head.families + [UNKNOWN]
+    return {"n": int(use.sum()), "n_known": int(known.sum()), "n_unknown": int((~known).sum()),
+            "top1": float((top[known] == want[known]).mean()) if known.any() else None,
+            "named_correctly": float((got[known] == want[known]).mean()) if known.any() else None,
+            "unknown_rejected": float((got[~known] == UNKNOWN).mean()) if (~known).any() else None,
+            "labels": labels_cm, "confusion_matrix": confusion_matrix(want.astype(str), got.astype(str),
+                                                                      labels=labels_cm).tolist(),
+            "leave_one_family_out": head.info.get("open_set")}

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from .calibration import expected_calibration_error
-from .data import CLASS_NAMES
+from ..data.folders import CLASS_NAMES
+from ..inference.calibration import expected_calibration_error
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5,

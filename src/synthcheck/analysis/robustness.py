@@ -7,18 +7,18 @@ assume a multi-class softmax output, while these models have one logit.
 
 The report damages the decoded uint8 images at the model's input size (the
 native size for 32-px CIFAKE; for larger sets, after the model's own fitting)
-and passes the result through `preprocess.load_image` again; attacked and
-damaged images are scored by the same `Detector` path as clean ones.
+with `data.transforms` (the same damage robust training applies) and passes the
+result through `preprocess.load_image` again; attacked and damaged images are
+scored by the same `Detector` path as clean ones.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter
+
+from ..data.transforms import DAMAGE, apply_damage
 
 
 def _loss_grad(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,65 +51,6 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10, st
     return adv
 
 
-# --- everyday damage on uint8 HxWx3 images ------------------------------------------------------------
-
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def rescale(img: np.ndarray, scale: float) -> np.ndarray:
-    """Downscale by `scale` then back up to the original size (what a thumbnail pipeline does)."""
-    h, w = img.shape[:2]
-    small = Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-    return np.asarray(small.resize((w, h), Image.BILINEAR))
-
-
-def blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=sigma)))
-
-
-def noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Additive Gaussian noise, sigma in grey levels (0-255)."""
-    return np.clip(img.astype(np.float64) + rng.normal(0, sigma, img.shape), 0, 255).round().astype(np.uint8)
-
-
-def center_crop(img: np.ndarray, fraction: float) -> np.ndarray:
-    """Keep the central `fraction` of each side (the model's preprocessing then fits it to its size)."""
-    h, w = img.shape[:2]
-    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return np.ascontiguousarray(img[top:top + ch, left:left + cw])
-
-
-# name -> (function of (img, level, rng), levels): the default damage grid of the robustness report
-DAMAGE = {
-    "jpeg": (lambda im, q, rng: jpeg(im, q), [95, 90, 75, 50, 30]),
-    "resize": (lambda im, s, rng: rescale(im, s), [0.75, 0.5]),
-    "blur": (lambda im, s, rng: blur(im, s), [0.5, 1.0, 2.0]),
-    "noise": (lambda im, s, rng: noise(im, s, rng), [2.0, 5.0, 10.0]),
-    "crop": (lambda im, f, rng: center_crop(im, f), [0.875, 0.75]),
-}
-
-
-def apply_damage(images: np.ndarray, name: str, level, spec, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [N,3,S,S] -> the same images damaged by DAMAGE[name] at `level`, back through the shared
-    preprocessing (so a resized image is refitted exactly as a served one would be).
-
-    Tiled models' [N,T,3,S,S] inputs: each native tile is damaged as an image (the set stores tiles, not the
-    full-size originals), then refitted at native resolution."""
-    from .preprocess import PreprocessSpec, load_image
-
-    if images.ndim == 5:
-        n, t = images.shape[:2]
-        flat = apply_damage(images.reshape(n * t, *images.shape[2:]), name, level,
-                            PreprocessSpec(spec.image_size, "crop"), rng)
-        return flat.reshape(images.shape)
-    fn = DAMAGE[name][0]
-    return np.stack([load_image(fn(im, level, rng), spec) for im in images.transpose(0, 2, 3, 1)])
-
-
 # --- the report ------------------------------------------------------------------------------------
 
 def _metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
@@ -129,7 +70,8 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
     """
     from tqdm.auto import tqdm
 
-    from .data import load_imageset, save_json
+    from ..data.folders import load_imageset
+    from ..data.store import save_json
     from .evaluate import drop_train_identical, evaluation_part
 
     s, _ = drop_train_identical(detector, evaluation_part(load_imageset(source, detector.spec, progress=progress)))

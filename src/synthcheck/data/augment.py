@@ -72,11 +72,11 @@ def _damage(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
 
     A loop over the chosen images: sigma, scale and quality differ per image, and
     JPEG goes through the same Pillow codec as the robustness report's damage
-    (`robustness.jpeg`); the cost shows only when these switches are on.
+    (`transforms.jpeg`); the cost shows only when these switches are on.
     """
     from torchvision.transforms.v2.functional import gaussian_blur
 
-    from .robustness import jpeg
+    from .transforms import jpeg
 
     n, _, h, w = x.shape
     x = x.clone()

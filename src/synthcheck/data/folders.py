@@ -10,12 +10,9 @@ changed file is re-decoded and an unchanged one never is.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import tarfile
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +20,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .groups import generator_of, group_of, lookup, manifest_path, read_manifest  # noqa: F401 (generator_of re-exported)
+from .groups import group_of, lookup, manifest_path, read_manifest
 from .preprocess import ImageError, PreprocessSpec, load_image
+from .store import _cache_path, _check_memory, _read_cache, _write_cache, default_cache_dir, digest
 
 log = logging.getLogger("synthcheck")
 
@@ -34,14 +32,6 @@ LABEL_DIRS = {"real": 0, "0_real": 0, "fake": 1, "ai": 1, "1_fake": 1}
 SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
               "test": "test", "testing": "test"}
 CLASS_NAMES = ("real", "ai")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SYNTHCHECK_CACHE", Path.home() / ".cache" / "synthcheck"))
-
-
-def digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 @dataclass
@@ -212,63 +202,6 @@ def _decode_many(items: list[tuple[bytes, str]], spec: PreprocessSpec, workers: 
     return results
 
 
-def _check_memory(source: Path, n: int, spec: PreprocessSpec) -> None:
-    """Refuse, with the numbers, a set whose decoded tensors would not fit in memory (e.g. 20,000 CIFAKE images
-    under a 224 px 3x3-tile model: 27 GB) instead of letting the machine swap or the process be killed."""
-    need = n * spec.n_tiles * 3 * spec.image_size ** 2
-    avail = _available_memory()
-    if avail is None:
-        return
-    if need > 0.7 * avail:
-        raise ValueError(f"{source}: {n:,} images at {spec.label()} {spec.image_size} px would take "
-                         f"{need / 2**30:.1f} GiB decoded, more than this machine has free ({avail / 2**30:.1f} GiB); "
-                         "score it in parts, or with a model made for its image size")
-
-
-def _available_memory() -> int | None:
-    """Bytes the kernel could give us now: MemAvailable (page cache counts as free), else free pages."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _cache_path(cache_dir: Path, source: Path, spec: PreprocessSpec) -> Path:
-    key = hashlib.blake2b(str(source.resolve()).encode(), digest_size=8).hexdigest()
-    return cache_dir / f"{source.name}.{key}.{spec.cache_tag()}.npz"
-
-
-def _read_cache(path: Path) -> dict[bytes, tuple[np.ndarray, tuple[int, int]]]:
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            images, digests, sizes = z["images"], z["digests"], z["sizes"]
-        return {digests[i].tobytes(): (images[i], tuple(sizes[i])) for i in range(len(digests))}
-    except Exception as e:  # a damaged cache is only a lost speed-up
-        log.warning("ignoring unreadable cache %s (%s)", path, e)
-        return {}
-
-
-def _write_cache(path: Path, images: np.ndarray, digests: np.ndarray, sizes: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, images=images, digests=digests, sizes=sizes)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_imageset(source: str | Path, spec: PreprocessSpec, cache_dir: Path | None = None, workers: int | None = None,
                   progress: bool = True, use_cache: bool = True, only: set[str] | None = None) -> ImageSet:
     """Read, decode (in parallel, cached by content) and return every labelled image of a source
@@ -349,127 +282,3 @@ def size_stats(sizes: np.ndarray) -> dict:
             "aspect_p99": round(float(np.percentile(aspect, 99)), 3), "median_hw": np.median(sizes, 0).astype(int).tolist()}
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified (train_idx, val_idx) with `fraction` of each class in val."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    if fraction <= 0:
-        return idx, idx[:0]
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
-    return np.sort(tr), np.sort(va)
-
-
-def digest_set(digests: np.ndarray) -> set[bytes]:
-    return {d.tobytes() for d in digests}
-
-
-def overlap_mask(digests: np.ndarray, others: Iterable[bytes]) -> np.ndarray:
-    """True for each row whose content digest is in `others` (byte-identical files)."""
-    others = others if isinstance(others, (set, frozenset)) else set(others)
-    return np.array([d.tobytes() in others for d in digests], dtype=bool)
-
-
-@dataclass
-class Splits:
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet | None
-    report: dict
-
-
-def strata(s: ImageSet) -> np.ndarray:
-    """Each image's source group ('ai:diffusion', 'real:coco'; the label is part of it), for stratified
-    splits; groups too small to be split (under 4 images) are pooled per label."""
-    groups = np.asarray(s.groups, dtype=str)
-    names, counts = np.unique(groups, return_counts=True)
-    small = set(names[counts < 4])
-    if small:
-        groups = np.array([f"{CLASS_NAMES[y]}:(small groups)" if g in small else g for g, y in zip(groups, s.labels)])
-        names, counts = np.unique(groups, return_counts=True)
-    return groups if counts.min() >= 2 else s.labels
-
-
-def concat_sets(sets: list[ImageSet]) -> ImageSet | None:
-    """One ImageSet from several (same spec), groups and twins kept; None when all are empty."""
-    sets = [s for s in sets if len(s)]
-    if not sets:
-        return None
-    if len(sets) == 1:
-        return sets[0]
-    return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
-                    np.concatenate([s.splits for s in sets]), sum((s.names for s in sets), []),
-                    np.concatenate([s.digests for s in sets]), np.concatenate([s.sizes for s in sets]),
-                    "+".join(s.source for s in sets), sets[0].spec, sum((s.skipped for s in sets), []),
-                    np.concatenate([s.groups for s in sets]), np.concatenate([s.twins for s in sets]))
-
-
-def make_splits(sources: list[ImageSet], val_fraction: float, seed: int, test: list[ImageSet] | None = None,
-                exclude_duplicates: bool = True, test_fraction: float = 0.0) -> Splits:
-    """Train/val/test from loaded sets: explicit splits kept, val carved from train if absent.
-
-    With `test_fraction` and no test data, a seeded test part is held out first (stratified by source
-    group, e.g. ai:diffusion/real:coco/real:imagenet), then val from the rest.
-
-    Files byte-identical to a training file are reported and (by default) removed
-    from val and test, so evaluation never scores an image the model trained on.
-    """
-    concat = concat_sets
-    tr_parts, va_parts, te_parts = [], [], list(test or [])
-    for s in sources:
-        if s.has_split("train") or s.has_split("val") or s.has_split("test"):
-            tr_parts.append(s.split("train"))
-            va_parts.append(s.split("val"))
-            te_parts.append(s.split("test"))
-            tr_parts.append(s.split(""))  # unsplit leftovers count as training data
-        else:
-            tr_parts.append(s)
-    train, val, tst = concat(tr_parts), concat(va_parts), concat(te_parts)
-    if train is None:
-        raise ValueError("no training images found")
-    report: dict = {}
-    if tst is None and test_fraction > 0:
-        tr_idx, te_idx = stratified_split(strata(train), test_fraction, seed)
-        train, tst = train.subset(tr_idx), train.subset(te_idx)
-        report["test_held_out"] = {"fraction": test_fraction, "seed": seed, "stratified_by": "label+source"}
-    if val is None:
-        tr_idx, va_idx = stratified_split(strata(train), val_fraction, seed)
-        train, val = train.subset(tr_idx), train.subset(va_idx)
-        report["val_carved_from_train"] = {"fraction": val_fraction, "seed": seed}
-    train_set = digest_set(train.digests)
-    dup_val = overlap_mask(val.digests, train_set)
-    report["val_identical_to_train"] = int(dup_val.sum())
-    if exclude_duplicates and dup_val.any():
-        val = val.subset(np.flatnonzero(~dup_val))
-    if tst is not None:
-        dup_test = overlap_mask(tst.digests, train_set | digest_set(val.digests))
-        report["test_identical_to_train_or_val"] = int(dup_test.sum())
-        if exclude_duplicates and dup_test.any():
-            tst = tst.subset(np.flatnonzero(~dup_test))
-    report["within_train_duplicates"] = int(len(train) - len(train_set))
-    report["excluded"] = bool(exclude_duplicates)
-    report["sizes"] = {"train": len(train), "val": len(val), "test": len(tst) if tst is not None else 0}
-    return Splits(train, val, tst, report)
-
-
-def save_json(path: Path, obj) -> None:
-    """Atomic JSON write (temp file + rename): a kill mid-write never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")

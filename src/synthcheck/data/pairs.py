@@ -39,7 +39,7 @@ class Original:
 
 
 def _is_image_name(name: str) -> bool:
-    from .data import IMAGE_EXTENSIONS
+    from .folders import IMAGE_EXTENSIONS
 
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -49,7 +49,7 @@ def iter_originals(sources: list[str | Path]) -> Iterator[Original]:
 
     A folder or archive laid out for training (real/fake label folders) gives its real images only.
     """
-    from .data import LABEL_DIRS, _parse_path
+    from .folders import LABEL_DIRS, _parse_path
 
     for src in sources:
         src = Path(src)
@@ -219,7 +219,7 @@ def make_pairs(sources: list[str | Path], out: str | Path, family: str = "taef2"
     from tqdm.auto import tqdm
 
     from .autoencoders import find_weights
-    from .data import digest
+    from .store import digest
 
     find_weights(family, weights_dir)  # fail now, in one line, if the weights are missing
     for src in sources:

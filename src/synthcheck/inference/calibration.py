@@ -80,8 +80,8 @@ def calibrate_detector(detector, sources, out, max_fpr: float | None = None, unc
     import shutil
     from pathlib import Path
 
-    from .checkpoint import load_model, save_model
-    from .data import load_imageset
+    from ..data.folders import load_imageset
+    from ..models.checkpoint import load_model, save_model
 
     sets = [load_imageset(s, detector.spec) for s in sources]
     images = np.concatenate([s.images for s in sets])

@@ -5,112 +5,25 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..data.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image
+from ..models.bundled import DEFAULT_MODEL, bundled_models, resolve_model
+from ..models.checkpoint import load_model, spec_of
+from ..models.registry import fold_batchnorm
 from .calibration import probabilities
-from .checkpoint import load_model, spec_of
-from .inference import pick_device, resolve_precision, score_logits
 from .metadata import combine_verdict, inspect
-from .models import fold_batchnorm
-from .preprocess import (DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image, tile_boxes,
-                         tiling_canvas)
+from .prediction import Prediction, _source_name, describe_range, stack_decoded, uncertain_range
+from .scoring import pick_device, resolve_precision, score_logits
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "default"  # the CIFAKE-sized model
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
 BACKENDS = ("torch", "onnx")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
-
-
-def bundled_models() -> dict[str, Path]:
-    """Models shipped inside the package (name -> directory)."""
-    if not BUNDLED_DIR.is_dir():
-        return {}
-    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / "config.json").exists()}
-
-
-def resolve_model(name_or_path: str | Path | None) -> Path:
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    p = Path(name_or_path)
-    if (p / "config.json").exists():
-        return p
-    if (p / "model" / "config.json").exists():  # a training run directory
-        return p / "model"
-    bundled = bundled_models()
-    if str(name_or_path) in bundled:
-        return bundled[str(name_or_path)]
-    raise FileNotFoundError(f"model {name_or_path!r} not found: give a model directory (with config.json) "
-                            f"or a bundled name ({', '.join(bundled) or 'none installed'})")
-
-
-@dataclass
-class Prediction:
-    """One verdict. `prob_ai` is the calibrated P(AI-generated) from pixels; `verdict` joins it with the
-    metadata evidence by `metadata.combine_verdict`; `error` is set instead when the input failed."""
-
-    source: str
-    prob_ai: float | None = None
-    verdict: str | None = None        # "ai" | "real" | "uncertain"
-    model: str | None = None
-    error: str | None = None
-    pixel_verdict: str | None = None  # from the calibrated score and threshold alone
-    reason: str | None = None
-    evidence: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    route: str | None = None          # why this model scored it, when the Detector chose among several
-    threshold: float | None = None    # the scoring model's operating point and uncertain band
-    uncertain_band: float | None = None
-    uncertain_range: tuple | None = None  # (low, high): "real" at P(AI) <= low, "ai" at >= high, else "uncertain"
-    generator: dict | None = None     # for "ai"/"uncertain": which generator family made it, or "unknown" (attribution.py)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict:
-        # by hand: dataclasses.asdict deep-copies every field (~40 us per result, measured in `predict`)
-        return {"source": self.source, "prob_ai": self.prob_ai, "verdict": self.verdict, "model": self.model,
-                "error": self.error, "pixel_verdict": self.pixel_verdict, "reason": self.reason,
-                "evidence": list(self.evidence), "warnings": list(self.warnings), "route": self.route,
-                "threshold": self.threshold, "uncertain_band": self.uncertain_band,
-                "uncertain_range": list(self.uncertain_range) if self.uncertain_range else None,
-                "generator": self.generator}
-
-
-def stack_decoded(decoded: list[dict]) -> np.ndarray:
-    """The pixels of the inputs that decoded, stacked for one model call (failures are skipped)."""
-    good = [d["pixels"] for d in decoded if "pixels" in d]
-    return np.stack(good) if good else np.zeros((0, 3, 1, 1), np.uint8)
-
-
-def uncertain_range(config: dict) -> tuple[float, float]:
-    """(low, high) of a model's "uncertain" verdicts: fitted on left-out sources (`abstain` in its config,
-    from `crossval`) or, for models calibrated on validation data, threshold ± uncertain_band."""
-    a = config.get("abstain")
-    if a:
-        return float(a["low"]), float(a["high"])
-    t, b = float(config.get("threshold", 0.5)), float(config.get("uncertain_band", 0.0))
-    return t - b, t + b
-
-
-def describe_range(threshold: float, rng: tuple[float, float]) -> str:
-    low, high = rng
-    if abs((threshold - low) - (high - threshold)) < 1e-9:
-        return f"uncertain within ±{high - threshold:.2f}"
-    return f"uncertain from {low:.3f} to {high:.3f}"
-
-
-def _source_name(src: ImageSource, i: int) -> str:
-    if isinstance(src, (str, Path)):
-        return str(src)
-    return f"<image {i}>"
 
 
 class Detector:
@@ -281,7 +194,7 @@ class Detector:
     def use_policy(self, policy: str) -> None:
         """Feed the model by another input policy (resize | center_crop | crop | tiles:N) at its own input size,
         to measure how a fixed-input model should see full-size images."""
-        from .preprocess import PreprocessSpec
+        from ..data.preprocess import PreprocessSpec
 
         self.spec = PreprocessSpec.parse(self.spec.image_size, policy)
         self.model_id = f"{self.model_id}[{self.spec.label()}]"
@@ -298,7 +211,7 @@ class Detector:
             return np.zeros(0)
         if self.attribution is None or self._onnx is not None:
             return self.probabilities_from_arrays(pixels)
-        from .inference import score_with_features
+        from .scoring import score_with_features
 
         logits, feats = score_with_features(self.model, pixels, 512, self.device, amp=True,
                                             cpu_bf16=self.precision == "bf16")
@@ -308,7 +221,7 @@ class Detector:
 
     def train_digests(self) -> set:
         """Content digests of the training (+ validation) files, so evaluation never scores them."""
-        from .checkpoint import load_train_digests
+        from ..models.checkpoint import load_train_digests
 
         return load_train_digests(self.directory) if self.directory is not None else set()
 
@@ -365,60 +278,9 @@ class Detector:
 
         Raises ImageError (naming the input and the problem) when the input cannot be scored.
         """
-        from . import explain as ex
+        from .explain import explain_image
 
-        unknown = set(methods) - set(ex.METHODS)
-        if unknown:
-            raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from {', '.join(ex.METHODS)}")
-        name = name or _source_name(source, 0)
-        d = self.decode((source, name))
-        if "error" in d:
-            raise ImageError(name, d["error"])
-        return d["detector"]._explain_decoded(d, name, methods, n_samples, n_segments, progress)
-
-    def _explain_decoded(self, d: dict, name: str, methods: Sequence[str], n_samples: int | None,
-                         n_segments: int | None, progress: bool) -> list:
-        from . import explain as ex
-
-        pixels = d["pixels"]
-        whole = None
-        if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the whole image, tile maps placed back
-            p = float(self.calibrated(np.array([self.logits(pixels).mean()]))[0])
-            canvas = tiling_canvas(decode_image(d["data"], name, max_pixels=self.max_pixels), self.spec.image_size)
-            whole = (canvas, tile_boxes(*canvas.shape[:2], self.spec.image_size, self.spec.tiles))
-            seen = canvas
-        else:
-            p = float(self.probabilities_from_arrays(pixels[None])[0])
-            seen = pixels.transpose(1, 2, 0)
-        pred = self.make_prediction(name, d, p)
-        size = self.spec.image_size
-        out = []
-        for m in methods:
-            details: dict = {}
-            image = seen
-            if m in ("gradcam", "gradcampp"):
-                towards_ai = pred.prob_ai >= self.threshold
-                if whole:
-                    attr, sec = ex.timed(ex.tiled_cam, self.model, *whole, size, towards_ai, m == "gradcampp")
-                else:
-                    attr, sec = ex.timed(ex.gradcam if m == "gradcam" else ex.gradcam_pp, self.model, seen, towards_ai)
-                details.update(layer=self.model.target_layer, towards_ai=towards_ai)
-            elif m in ("lime", "shap"):
-                n_tiles = len(whole[1]) if whole else 1
-                samples = n_samples or ex.default_samples(m, size, n_tiles)
-                segments = n_segments or (64 if whole else ex.default_segments(size))
-                if whole:
-                    (attr, details), sec = ex.timed(ex.tiled_perturbation, m, self.model, *whole, size, samples,
-                                                    segments, progress)
-                else:
-                    (attr, details), sec = ex.timed(ex._perturbation, m, self.model, seen, samples, segments, progress)
-            else:  # spectrum: native pixels, never resampled
-                image = ex.native_crop(decode_image(d["data"], name, max_pixels=self.max_pixels))
-                attr, sec = ex.timed(ex.spectrum, image)
-            if whole and m != "spectrum":
-                details["tiles"] = len(whole[1])
-            out.append(ex.Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
-        return out
+        return explain_image(self, source, methods, name, n_samples, n_segments, progress)
 
     def decode(self, item: tuple) -> dict:
         """(source, name) -> pixels, decoded size and metadata evidence, or {"error": problem} (never raises).

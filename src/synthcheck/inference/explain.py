@@ -12,9 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..data.preprocess import ImageError, ImageSource, decode_image, tile_boxes, tiling_canvas
+from .prediction import _source_name
 
 METHODS = ("gradcam", "gradcampp", "lime", "shap", "spectrum")
 
@@ -291,3 +295,65 @@ def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+# --- a Detector's verdict explained ------------------------------------------------------------
+
+def explain_image(det, source: ImageSource, methods: Sequence[str] = ("gradcam",), name: str | None = None,
+                  n_samples: int | None = None, n_segments: int | None = None, progress: bool = False) -> list:
+    """`Detector.explain`: one image's verdict explained by `det` with each method in `methods` (see `METHODS`).
+
+    Raises ImageError (naming the input and the problem) when the input cannot be scored.
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    name = name or _source_name(source, 0)
+    d = det.decode((source, name))
+    if "error" in d:
+        raise ImageError(name, d["error"])
+    return explain_decoded(d["detector"], d, name, methods, n_samples, n_segments, progress)
+
+
+def explain_decoded(det, d: dict, name: str, methods: Sequence[str], n_samples: int | None,
+                    n_segments: int | None, progress: bool) -> list:
+    """The explanations of one input already decoded by `det` (the model that scores it)."""
+    pixels = d["pixels"]
+    whole = None
+    if pixels.ndim == 4:  # tiles: the verdict is their mean logit; explain the whole image, tile maps placed back
+        p = float(det.calibrated(np.array([det.logits(pixels).mean()]))[0])
+        canvas = tiling_canvas(decode_image(d["data"], name, max_pixels=det.max_pixels), det.spec.image_size)
+        whole = (canvas, tile_boxes(*canvas.shape[:2], det.spec.image_size, det.spec.tiles))
+        seen = canvas
+    else:
+        p = float(det.probabilities_from_arrays(pixels[None])[0])
+        seen = pixels.transpose(1, 2, 0)
+    pred = det.make_prediction(name, d, p)
+    size = det.spec.image_size
+    out = []
+    for m in methods:
+        details: dict = {}
+        image = seen
+        if m in ("gradcam", "gradcampp"):
+            towards_ai = pred.prob_ai >= det.threshold
+            if whole:
+                attr, sec = timed(tiled_cam, det.model, *whole, size, towards_ai, m == "gradcampp")
+            else:
+                attr, sec = timed(gradcam if m == "gradcam" else gradcam_pp, det.model, seen, towards_ai)
+            details.update(layer=det.model.target_layer, towards_ai=towards_ai)
+        elif m in ("lime", "shap"):
+            n_tiles = len(whole[1]) if whole else 1
+            samples = n_samples or default_samples(m, size, n_tiles)
+            segments = n_segments or (64 if whole else default_segments(size))
+            if whole:
+                (attr, details), sec = timed(tiled_perturbation, m, det.model, *whole, size, samples,
+                                             segments, progress)
+            else:
+                (attr, details), sec = timed(_perturbation, m, det.model, seen, samples, segments, progress)
+        else:  # spectrum: native pixels, never resampled
+            image = native_crop(decode_image(d["data"], name, max_pixels=det.max_pixels))
+            attr, sec = timed(spectrum, image)
+        if whole and m != "spectrum":
+            details["tiles"] = len(whole[1])
+        out.append(Explanation(m, name, pred.prob_ai, pred.verdict, image, attr, sec, details))
+    return out

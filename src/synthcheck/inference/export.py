@@ -1,8 +1,8 @@
 """ONNX export and the ONNX Runtime scorer.
 
-The exported graph takes the same uint8 [N,3,S,S] batch as `inference.score_logits` (the /255 and the
+The exported graph takes the same uint8 [N,3,S,S] batch as `scoring.score_logits` (the /255 and the
 model's own normalisation are inside it) and returns one logit per image, with a dynamic batch axis.
-Preprocessing (decode, fit to S) stays in `preprocess.py` for every backend, so what ONNX Runtime
+Preprocessing (decode, fit to S) stays in `data/preprocess.py` for every backend, so what ONNX Runtime
 scores is exactly what PyTorch scores; `export_onnx` checks the two agree before it writes anything.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
+from ..models.checkpoint import load_model
 
 ONNX_FILE = "model.onnx"
 ONNX_INFO = "onnx.json"
@@ -56,11 +56,11 @@ class OnnxScorer:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        from .inference import cpu_chunk
+        from .scoring import cpu_chunk
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if images.ndim == 5:  # tiles: mean logit per image, as score_logits
-            from .inference import tile_mean
+            from .scoring import tile_mean
 
             return tile_mean(lambda flat: self(flat, batch_size), images)
         # small chunks stay in cache: 2,490 img/s at 64 vs 1,780 at 1024 (2 cores, 32 px)

@@ -126,7 +126,7 @@ def score_with_features(model: torch.nn.Module, images, batch_size: int = 512, d
                         amp: bool = True, cpu_bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`score_logits` plus each image's feature vector (the input of the model's last Linear layer; for tiles,
     the mean over tiles), read by a forward hook from the same pass: no extra cost beyond keeping them."""
-    from .models import last_linear
+    from ..models.registry import last_linear
 
     store: list[torch.Tensor] = []
     handle = last_linear(model).register_forward_hook(lambda _m, inp, _out: store.append(inp[0].detach().float().cpu()))

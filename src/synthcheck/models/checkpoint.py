@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .data import save_json
-from .models import Classifier, model_from_arch
-from .preprocess import PreprocessSpec
+from .._version import __version__
+from ..data.preprocess import PreprocessSpec
+from ..data.store import save_json
+from .registry import Classifier, model_from_arch
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -51,7 +51,7 @@ class DetectorActor:
     def __init__(self, model: str | None, backend: str, precision: str, device: str, metadata: bool, threads: int):
         import torch
 
-        from .detector import Detector
+        from ..inference.detector import Detector
 
         torch.set_num_threads(max(1, threads))
         self.det = Detector.load(model, device=device, backend=backend, precision=precision)

@@ -1,4 +1,4 @@
-"""The web page: a thin Gradio front end over `serve.Service` (the same calls as the REST API).
+"""The web page: a thin Gradio front end over `service.Service` (the same calls as the REST API).
 
 Works offline: Gradio's front end ships in its wheel, the theme uses system fonts (no Google Fonts
 request), analytics are off and server-side rendering (which needs Node) is off.
@@ -16,9 +16,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .attribution import generator_note  # noqa: E402
+from ..inference.attribution import generator_note  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 EXPLAIN_AT_MOST = 6  # images per upload that get Grad-CAM + spectrum figures (each costs ~0.1-0.3 s)
 COLOURS = {"ai": "#c0392b", "real": "#1e8449", "uncertain": "#b9770e"}
 

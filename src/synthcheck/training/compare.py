@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import AugmentConfig
-from .data import save_json
-from .train import TrainConfig, load_splits, train
+from ..data.augment import AugmentConfig
+from ..data.store import save_json
+from .config import TrainConfig
+from .train import load_splits, train
 
 ROW_KEYS = ("label", "model", "weights", "parameters", "epochs", "train_time_s", "test_accuracy", "test_roc_auc",
             "score_img_s", "jpeg75_accuracy")
@@ -54,7 +55,7 @@ def score_speed(det, images: np.ndarray, repeats: int = 3) -> float:
 
 
 def jpeg_accuracy(det, images: np.ndarray, labels: np.ndarray, quality: int = 75) -> float:
-    from .robustness import apply_damage
+    from ..data.transforms import apply_damage
 
     damaged = apply_damage(images, "jpeg", quality, det.spec, np.random.default_rng(0))
     return float(((det.probabilities_from_arrays(damaged) >= det.threshold) == (labels == 1)).mean())
@@ -64,8 +65,8 @@ def compare(config_path: Path, out: Path, progress: bool = True, speed_images: i
             jpeg_images: int = 2000, resume: bool = False) -> list[dict]:
     """Train and measure each [[model]] of the config; with `resume`, models already in OUT/compare.json are
     kept as measured and only the others are trained (same data, same splits: they are seeded)."""
-    from .detector import Detector
-    from .evaluate import drop_train_identical
+    from ..analysis.evaluate import drop_train_identical
+    from ..inference.detector import Detector
 
     cfg = read_config(config_path)
     out = Path(out)

@@ -1,0 +1,5 @@
+"""`python -m synthcheck.cli`: the `synthcheck` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,89 @@
+"""Commands about data: `pairs` (aligned training pairs from real photos) and `audit` (duplicates and shortcuts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from .common import _fail, _setup_logging, console, err
+
+def pairs(
+    real: List[Path] = typer.Argument(..., help="real photos: files, folders (recursive) or .tar archives; a "
+                                                "labelled layout (real/ and fake/ folders) gives its real images only"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: real/, fake/ and manifest.csv"),
+    autoencoder: str = typer.Option("taef2", help="taesd | taef1 | taef2"),
+    weights_dir: Optional[Path] = typer.Option(None, help="folder holding the autoencoder's encoder/decoder files "
+                                                          "(default: $SYNTHCHECK_AUTOENCODERS, then $TORCH_HOME/hub/checkpoints)"),
+    download: bool = typer.Option(False, "--download", help="fetch missing weights from the published repository"),
+    workers: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
+    precision: str = typer.Option("bf16", help="bf16 (fast on CPUs with AMX/AVX512-BF16) | fp32"),
+    copy_originals: bool = typer.Option(True, "--copy-originals/--no-originals",
+                                        help="also place each original (hard link or copy) under real/"),
+    limit: Optional[int] = typer.Option(None, help="stop after this many originals"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Turn real photos into aligned training pairs: each photo beside its round trip through a latent-diffusion
+    autoencoder (JPEG originals keep their quantisation tables). Resumes where it stopped; bad files are named and skipped."""
+    from ..data.autoencoders import FAMILIES, find_weights
+    from ..data.pairs import make_pairs
+
+    _setup_logging(False)
+    if autoencoder not in FAMILIES:
+        _fail(f"--autoencoder {autoencoder!r}: choose one of {', '.join(FAMILIES)}")
+    if precision not in ("bf16", "fp32"):
+        _fail("--precision must be bf16 or fp32")
+    try:
+        find_weights(autoencoder, weights_dir, download)
+        s = make_pairs(real, out, autoencoder, weights_dir, workers, precision == "bf16", copy_originals,
+                       progress=not quiet, limit=limit)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    console.print(f"{s['written']} pair(s) written to {out} with {autoencoder} in {s['seconds']} s"
+                  + (f"; {s['skipped']} already there" if s["skipped"] else ""))
+    for name, problem in s["failed"]:
+        err.print(f"[yellow]skipped[/] {name}: {problem}", soft_wrap=True, markup=True, highlight=False)
+    if s["failed"]:
+        err.print(f"{len(s['failed'])} file(s) could not be used")
+        raise typer.Exit(1)
+
+
+def audit(
+    data: List[Path] = typer.Argument(..., help="labelled folders or archives (e.g. both CIFAKE archives)"),
+    out: Path = typer.Option(Path("runs/audit"), "--out", "-o"),
+    flag_at: float = typer.Option(0.75, help="flag a feature whose single-feature AUROC reaches this"),
+):
+    """Exact and near duplicates across splits, and shortcut features that alone separate the classes."""
+    from ..analysis.audit import audit as run_audit
+
+    _setup_logging(False)
+    try:
+        rep = run_audit(data, out, flag_at=flag_at)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"[bold]{rep['n_files']} files[/] — per split: {rep['per_split']}")
+    if rep["unreadable"]:
+        console.print(f"[red]unreadable files: {len(rep['unreadable'])}[/] e.g. {rep['unreadable'][:3]}")
+    d = rep["exact_duplicates"]
+    t = Table(title="Duplicates")
+    t.add_column("kind"); t.add_column("where"); t.add_column("count", justify="right")
+    t.add_row("exact (same bytes)", "groups in total", str(d["groups"]))
+    for k, v in d["extra_copies_within_split"].items():
+        t.add_row("exact", f"extra copies within {k}", str(v))
+    for k, v in d["groups_across_splits"].items():
+        t.add_row("exact", f"groups across {k}", str(v))
+    t.add_row("exact", "groups with conflicting labels", str(d["groups_with_conflicting_labels"]))
+    for k, v in rep["near_duplicates_across_splits"]["groups"].items():
+        t.add_row("near (same pHash)", f"groups across {k}", str(v))
+    console.print(t)
+    t = Table(title="Shortcut features (could a detector cheat on one of these alone?)")
+    for c in ("feature", "real", "ai", "single-feature AUROC", "flag"):
+        t.add_column(c)
+    for f, v in rep["shortcut_features"].items():
+        auc = v["single_feature_auroc"]
+        t.add_row(f, str(v["per_class"]["real"]), str(v["per_class"]["ai"]), "-" if auc is None else f"{auc:.3f}",
+                  "[red]FLAG[/]" if v["flagged"] else "ok")
+    console.print(t)
+    console.print(f"wrote {out / 'audit.json'} and {out / 'audit_features.png'}")
