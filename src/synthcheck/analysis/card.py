@@ -51,7 +51,7 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         f"- Architecture: `{config['arch']['name']}` ({config.get('parameters', 0):,} parameters), "
         f"ImageNet weights: {config['arch'].get('weights') or 'no'}, input resized in-model to: "
         f"{config['arch'].get('input_size') or 'native'}",
-        f"- Preprocessing: decode → RGB → {_policy(config['preprocess'])} (synthcheck.preprocess)",
+        f"- Preprocessing: decode → RGB → {_policy(config['preprocess'])} (synthcheck.data.preprocess)",
         f"- Training data: {', '.join(d.get('sources', []))} — {d.get('counts')} after "
         + (f"holding out a seeded {d['test_held_out']['fraction']} test part (stratified by "
            f"{d['test_held_out']['stratified_by']}) and " if d.get("test_held_out") else "")
