@@ -87,9 +87,9 @@ def test_generator_shown_on_every_front_end(tmp_path):
 
     from synthcheck import Detector
     from synthcheck.cli import app
+    from synthcheck.serving.cards import cards
     from synthcheck.serving.serve import create_app
     from synthcheck.serving.service import ServeSettings
-    from synthcheck.serving.webui import _table
 
     sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
     det = Detector.load("photo")
@@ -107,7 +107,7 @@ def test_generator_shown_on_every_front_end(tmp_path):
     with TestClient(create_app(ServeSettings(ui=False), detector=det)) as c:
         body = c.post("/v1/detect", files=[("files", (sample.name, sample.read_bytes(), "image/jpeg"))]).json()
     assert body["results"][0]["generator"]["name"] == g["name"]
-    assert f"generator: {g['name']}" in _table(body["results"])
+    assert f"Generator: <b>{g['name']}</b>" in cards(body["results"])
 
 
 def test_metadata_naming_a_generator_is_reported_and_wins(tmp_path):

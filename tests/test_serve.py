@@ -260,3 +260,30 @@ def test_real_server_survives_the_corpus_and_leaves_no_files(server):
     # the page's example images are copied into Gradio's cache at start-up; nothing else may remain
     leftovers = [p for p in tmp.rglob("*") if p.is_file() and p.name not in {s.name for s in SAMPLES}]
     assert leftovers == [], leftovers
+
+
+# --- the page's cards (the HTML; the browser test drives the page itself) ----------------------------
+
+def test_page_cards_escape_every_string_from_clients_and_files():
+    """File names, metadata values, reasons, warnings, generator notes and errors are data, never markup."""
+    import html
+
+    from synthcheck.serving.cards import cards
+
+    evil = "<img src=x onerror=alert(1)>\"'&<script>alert(2)</script>.jpg"
+    ok = {"file": evil, "prob_ai": 0.9, "verdict": "ai", "model": evil, "route": evil, "uncertain_range": [0.3, 0.8],
+          "reason": evil, "warnings": [evil],
+          "evidence": [dict.fromkeys(("source", "field", "value", "indicates", "strength", "note"), evil)],
+          "generator": {"name": evil, "source": "metadata", "evidence": evil}}
+    page = cards([ok, {"file": evil, "error": evil}])
+    assert "<img" not in page and "<script" not in page and "onerror=alert(1)>" not in page
+    assert page.count(html.escape(evil)) >= 8
+    assert "likely AI-generated" in page and "could not check this file" in page
+
+
+def test_page_names_models_in_plain_words(det):
+    from synthcheck.serving.cards import _members, model_words
+
+    words = {m.split(":")[0]: model_words(d) for m, d in _members(det).items()}
+    assert words == {"default": "CIFAKE 32-px model (FastNet)",
+                     "photo": "full-size photo model (MobileNetV2, 16 tiles of 128 px)"}

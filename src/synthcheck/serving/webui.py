@@ -1,26 +1,130 @@
-"""The web page: a thin Gradio front end over `service.Service` (the same calls as the REST API).
+"""The web page: a Gradio front end over `service.Service` (the same calls as the REST API).
 
-Works offline: Gradio's front end ships in its wheel, the theme uses system fonts (no Google Fonts
-request), analytics are off and server-side rendering (which needs Node) is off.
+One card per image: its thumbnail, the verdict in words, P(AI) on a bar with the uncertain band marked,
+the model that judged it in plain words, the metadata evidence, and the generator when attribution names
+one. The explanation is a whole-image heatmap over the picture (for a tiled model, the tile maps placed
+back where the tiles were), with a toggle between the methods (plain CSS radio buttons: keyboard
+accessible, no script).
+
+Works offline and serves nothing extra: Gradio's front end ships in its wheel, the theme uses system
+fonts (no Google Fonts request), analytics are off, server-side rendering (which needs Node) is off, and
+the pictures are inlined as small data URIs (nothing is written to disk for them). Every string that comes
+from a client or from a file (names, metadata, errors) is HTML-escaped. The cards themselves are drawn by
+`cards`; this module builds the page and runs each upload through the service.
 """
 
 from __future__ import annotations
 
-import html
-import io
+import asyncio
+import logging
 import os
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from ..inference.attribution import generator_note  # noqa: E402
+from .cards import METHODS, _css, _e, _members, card_pictures, cards, model_words  # noqa: E402
+
+log = logging.getLogger("synthcheck.webui")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-EXPLAIN_AT_MOST = 6  # images per upload that get Grad-CAM + spectrum figures (each costs ~0.1-0.3 s)
-COLOURS = {"ai": "#c0392b", "real": "#1e8449", "uncertain": "#b9770e"}
+EXPLAIN_AT_MOST = 6  # images per upload that get explanations (Grad-CAM, Grad-CAM++, spectrum; ~0.1-1 s each)
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+def _intro(det) -> str:
+    members = getattr(det, "members", None)
+    if members:
+        models = "; ".join(f"{model_words(m)} for {'small images' if m.spec.image_size < 128 else 'photos'}"
+                           for m in members.values())
+        which = f"Each image goes to the model made for its size: {models}."
+    else:
+        which = f"Model: {model_words(det)}."
+    return (f'<h2 style="margin:0">SynthCheck: is this image AI-generated?</h2>'
+            f'<p>Drop images on the box below, or select it (click, or Tab then Enter) to choose files. Each image '
+            f'gets a card with the verdict, how sure the model is, and why. {_e(which)} Nothing leaves this '
+            f'server.</p>')
+
+
+def build_ui(service) -> gr.Blocks:
+    det = service.detector
+    limit = int(service.settings.max_request_mb * 1024 * 1024)
+    models = {k: model_words(m) for k, m in _members(det).items()}
+    methods = [m for m, _ in METHODS]
+
+    async def analyse(paths):
+        if not paths:
+            return '<p id="cards-empty">Drop one or more images above.</p>', {}, None
+        paths = paths if isinstance(paths, list) else [paths]
+        files, gone, over = [], set(), []
+        for p in paths[service.settings.max_files:]:  # not checked: their copies are not kept either
+            p = Path(p)
+            over.append(p.name)
+            if p.is_file() and not _is_example(p, p.read_bytes()):
+                p.unlink(missing_ok=True)
+        for p in paths[: service.settings.max_files]:
+            p = Path(p)
+            if not p.is_file():
+                gone.add(len(files))
+                files.append((p.name, b""))
+                continue
+            size = p.stat().st_size
+            # Gradio stored the upload under a random folder; only its base name is shown
+            data = p.read_bytes() if size <= limit else b""
+            files.append((p.name, data))
+            if not _is_example(p, data):  # the upload's copy on disk is not kept: removed once read
+                p.unlink(missing_ok=True)
+        results = await service.detect(files)
+        for i, ((name, data), r) in enumerate(zip(files, results)):
+            if i in gone:
+                r["error"] = "the upload is gone (each upload is deleted once checked): drop the file again"
+            elif not data and "error" in r:
+                r["error"] = f"over the upload limit of {service.settings.max_request_mb:g} MB"
+        results += [{"file": name, "error": f"over the limit of {service.settings.max_files} files per check: "
+                                            "drop it again with fewer"} for name in over]
+        loop = asyncio.get_running_loop()
+        pictures, notes, explained = [], [], 0
+        for (name, data), r in zip(files, results):
+            if "error" in r:
+                pictures.append(None)
+                notes.append(None)
+                continue
+            expls, note = [], None
+            if explained < EXPLAIN_AT_MOST:
+                explained += 1
+                try:  # on the model thread, like every model call of the server
+                    expls = await service.worker.run(det.explain, data, methods, name)
+                except Exception:
+                    log.exception("explaining %s failed", name)
+                    note = "No explanation: it failed on this image (the verdict stands)."
+            else:
+                note = (f"Explanations are made for the first {EXPLAIN_AT_MOST} images of an upload; "
+                        "check this one on its own to see why.")
+            try:
+                pictures.append(await loop.run_in_executor(service.decoders, card_pictures, det, name, data, expls))
+            except Exception:
+                log.exception("drawing %s failed", name)
+                pictures.append(None)
+            notes.append(note)
+        return cards(results, pictures, models, notes), {"model": det.model_id, "results": results}, None
+
+    with gr.Blocks(title="SynthCheck", analytics_enabled=False, delete_cache=(3600, 3600)) as ui:
+        gr.HTML(_intro(det), elem_id="intro")
+        files = gr.File(label="Images to check", file_count="multiple", type="filepath", elem_id="upload", height=140)
+        out = gr.HTML('<p id="cards-empty">Results appear here as one card per image.</p>', elem_id="verdicts",
+                      render=False)
+        details = gr.JSON(show_label=False, render=False)
+        if SAMPLES.is_dir():
+            gr.Examples([[[str(p)]] for p in sorted(SAMPLES.glob("*.jpg"))], inputs=[files], fn=analyse,
+                        outputs=[out, details, files], run_on_click=True, cache_examples=False,
+                        label="Or try an example (CIFAKE test images and one DiffusionDB image)")
+        out.render()
+        with gr.Accordion("Full results (as the REST API returns them)", open=False):
+            details.render()
+        files.upload(analyse, inputs=files, outputs=[out, details, files])
+    return ui
 
 
 def _is_example(path: Path, data: bytes) -> bool:
@@ -29,87 +133,10 @@ def _is_example(path: Path, data: bytes) -> bool:
     return sample.is_file() and sample.stat().st_size == len(data) and sample.read_bytes() == data
 
 
-def _table(results: list[dict]) -> str:
-    """Verdict table; every client-supplied string is HTML-escaped (file names are data, not markup)."""
-    rows = []
-    for r in results:
-        name = html.escape(r["file"])
-        if "error" in r:
-            rows.append(f'<tr class="result" data-verdict="error"><td class="file">{name}</td>'
-                        f'<td class="verdict">error</td><td class="prob">–</td><td class="threshold">–</td>'
-                        f'<td class="notes">{html.escape(r["error"])}</td></tr>')
-            continue
-        v = r["verdict"]
-        notes = [f'model {r["model"]}: {r["route"]}'] if r.get("route") else []
-        notes += [r["reason"]] if r.get("reason") else []
-        notes += r.get("warnings", [])
-        notes += [generator_note(r["generator"])] if r.get("generator") else []
-        notes += [f'{e["source"]} {e["field"]} = {e["value"]} ({e["indicates"]}, {e["strength"]})'
-                  for e in r.get("evidence", [])[:4]]
-        rows.append(f'<tr class="result" data-verdict="{v}"><td class="file">{name}</td>'
-                    f'<td class="verdict" style="color:{COLOURS.get(v, "#000")};font-weight:bold">{v}</td>'
-                    f'<td class="prob">{r["prob_ai"]:.3f}</td>'
-                    f'<td class="threshold">{r["uncertain_range"][0]:.3f} – {r["uncertain_range"][1]:.3f}</td>'
-                    f'<td class="notes">{"<br>".join(html.escape(str(n)) for n in notes)}</td></tr>')
-    return ('<table id="verdict-table"><thead><tr><th>file</th><th>verdict</th><th>P(AI), calibrated</th>'
-            f'<th>uncertain between</th><th>notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            '<p>P(AI) at or below the first number is "real", at or above the second "ai", in between "uncertain" '
-            '(each model\'s band was fitted on held-out data: for the photo model, on sources it never saw). '
-            'Metadata (C2PA, EXIF, generator text) can override the pixel verdict.</p>')
-
-
-def build_ui(service) -> gr.Blocks:
-    det = service.detector
-    limit = int(service.settings.max_request_mb * 1024 * 1024)
-
-    async def analyse(paths):
-        if not paths:
-            return "<p>Drop one or more images above.</p>", [], {}
-        paths = paths if isinstance(paths, list) else [paths]
-        files = []
-        for p in paths[: service.settings.max_files]:
-            p = Path(p)
-            size = p.stat().st_size
-            # Gradio stored the upload under a random folder; only its base name is shown
-            data = p.read_bytes() if size <= limit else b""
-            files.append((p.name, data))
-            if not _is_example(p, data):  # the upload's copy on disk is not kept: removed once read
-                p.unlink(missing_ok=True)
-        results = await service.detect(files)
-        for (name, data), r in zip(files, results):
-            if not data and "error" in r:
-                r["error"] = f"over the upload limit of {service.settings.max_request_mb:g} MB"
-        gallery = []
-        for (name, data), r in list(zip(files, results)):
-            if "error" in r or len(gallery) >= 2 * EXPLAIN_AT_MOST:
-                continue
-            for expl, png in await service.explain(name, data, ["gradcam", "spectrum"]):
-                gallery.append((Image.open(io.BytesIO(png)), f"{name}: {expl.method}"))
-        return _table(results), gallery, {"model": det.model_id, "results": results}
-
-    with gr.Blocks(title="SynthCheck", analytics_enabled=False, delete_cache=(3600, 3600)) as ui:
-        gr.Markdown(f"## SynthCheck: is this image AI-generated?\nModel `{det.describe()}`. "
-                    "Drop images, then press **Check**. "
-                    "Nothing leaves this server.")
-        with gr.Row():
-            files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="upload")
-            with gr.Column():
-                check = gr.Button("Check", variant="primary", elem_id="check")
-                if SAMPLES.is_dir():
-                    gr.Examples([[[str(p)]] for p in sorted(SAMPLES.glob("*.jpg"))], inputs=[files],
-                                label="Examples (CIFAKE test images and one DiffusionDB image)")
-        verdicts = gr.HTML(elem_id="verdicts")
-        gallery = gr.Gallery(label="Why: Grad-CAM (where the evidence is) and residual spectrum", columns=1,
-                             object_fit="contain", height="auto", elem_id="explanations")
-        details = gr.JSON(label="Full results (as the REST API returns them)")
-        check.click(analyse, inputs=files, outputs=[verdicts, gallery, details])
-    return ui
-
-
 def mount_ui(app, service):
     """Mount the page at / on the API's FastAPI app (routes defined before stay first)."""
     theme = gr.themes.Default(font=["system-ui", "-apple-system", "Segoe UI", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    return gr.mount_gradio_app(app, build_ui(service), path="/", theme=theme, ssr_mode=False,
+    return gr.mount_gradio_app(app, build_ui(service), path="/", theme=theme, css=_css(), ssr_mode=False,
                                allowed_paths=[str(SAMPLES)], footer_links=["api"],
                                max_file_size=int(service.settings.max_request_mb * 1024 * 1024))

@@ -306,6 +306,7 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         probs = probabilities(score_logits(model, tiles.images, 256) - shift, op["temperature"])
         config["test_metrics"] = _short(compute_metrics(test.labels, probs, op["threshold"],
                                                         uncertain_range=(op["low"], op["high"])))
+    config["notes"] = final_notes(cfg)  # kept in the config, so a regenerated card still says it
     save_model(model, out / "model", config)
-    write_model_card(out / "model", config, notes=final_notes(cfg))
+    write_model_card(out / "model", config)
     return config
