@@ -115,3 +115,38 @@ def test_auto_detector_on_onnx_runtime_matches_pytorch():
     assert {p.model for p in onnx_preds} == {"default:fastnet", "photo:mobilenet_v2"}
     for a, b in zip(torch_preds, onnx_preds):
         assert a.model == b.model and abs(a.prob_ai - b.prob_ai) < 1e-3 and a.verdict == b.verdict
+
+
+def test_photo_model_onnx_gives_pytorch_features_and_is_its_default_cpu_path():
+    """backend "auto" scores the photo model with ONNX Runtime on CPU (its config names it, benchmarks/
+    photo_throughput.py measured it faster than PyTorch bf16): the same logits and attribution features as
+    PyTorch fp32, so the same verdicts and the same generator; asking for bf16 keeps PyTorch."""
+    auto, ref = Detector.load("photo"), Detector.load("photo", backend="torch", precision="fp32")
+    assert (auto.backend, auto.precision) == ("onnx", "fp32")
+    assert Detector.load("photo", precision="bf16").backend == "torch"
+    assert Detector.load("default").backend == "torch"  # no cpu_backend in its config: PyTorch
+    x = np.stack([ref.preprocess(p) for p in SAMPLES[:3]])
+    (la, fa), (lr, fr) = auto.logits_and_features(x), ref.logits_and_features(x)
+    assert np.abs(la - lr).max() <= TOLERANCE and np.abs(fa - fr).max() <= 1e-3
+    for a, b in zip(auto.predict([str(p) for p in SAMPLES]), ref.predict([str(p) for p in SAMPLES])):
+        assert a.verdict == b.verdict and abs(a.prob_ai - b.prob_ai) < 1e-4
+        assert (a.generator or {}).get("name") == (b.generator or {}).get("name")
+
+
+def test_export_without_a_final_linear_keeps_logits_only(tmp_path):
+    """The features output is added only where swapping the last Linear for an identity leaves the logits unchanged."""
+    class Odd(torch.nn.Module):  # last Linear followed by another operation
+        def __init__(self):
+            super().__init__()
+            from synthcheck.models.registry import InputAdapter
+            self.adapter = InputAdapter((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None)
+            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1), torch.nn.Tanh())
+
+        def forward(self, x):
+            return self.backbone(self.adapter(x)).reshape(-1)
+
+    from synthcheck.inference.export import _with_features
+
+    assert _with_features(Odd().eval(), 8).head is None
+    model, _ = build_model("cnn")
+    assert _with_features(model.eval(), 32).head is not None

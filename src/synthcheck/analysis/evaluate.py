@@ -46,12 +46,11 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
         part, excluded = evaluation_part(full), 0
         if exclude_train:
             part, excluded = drop_train_identical(detector, part)
-        if getattr(detector, "attribution", None) is not None and getattr(detector, "_onnx", None) is None:
-            from ..inference.scoring import score_with_features
-
+        feats = None
+        if getattr(detector, "attribution", None) is not None:
             # the same call Detector.score_decoded makes when predicting: identical logits, features from that pass
-            logits, feats = score_with_features(detector.model, part.images, 256, detector.device,
-                                                cpu_bf16=detector.precision == "bf16")
+            logits, feats = detector.logits_and_features(part.images, 256)
+        if feats is not None:
             probs, routed, thr, rng = detector.calibrated(logits), None, detector.threshold, detector.uncertain_range
             attribution = evaluate_attribution(detector.attribution, feats, part.groups, part.labels)
         else:

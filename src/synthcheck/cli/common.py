@@ -48,7 +48,7 @@ def _command_line(ctx: typer.Context) -> str:
     return shlex.join(parts)
 
 
-def _load_detector(model: Optional[str], device: str = "cpu", backend: str = "torch", precision: str = "auto"):
+def _load_detector(model: Optional[str], device: str = "cpu", backend: str = "auto", precision: str = "auto"):
     from ..inference.detector import Detector
 
     try:
@@ -57,10 +57,14 @@ def _load_detector(model: Optional[str], device: str = "cpu", backend: str = "to
         _fail(str(e))
 
 
-BACKEND_HELP = "torch | onnx (ONNX Runtime, needs `synthcheck export MODEL --onnx` unless the model ships one)"
+BACKEND_HELP = ("auto | torch | onnx. auto (default): ONNX Runtime fp32 on CPU for models whose config names it as "
+                "their fastest CPU path and that ship model.onnx (the bundled photo model: PyTorch fp32's scores, "
+                "faster than bf16), PyTorch otherwise. onnx needs `synthcheck export MODEL --onnx` unless the "
+                "model ships one")
 PRECISION_HELP = ("auto | fp32 | bf16. auto (default) picks bf16 (autocast + channels-last) on GPUs and on CPUs with "
-                  "native bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo): 2-3x faster, same verdicts; fp32 "
-                  "elsewhere and with --backend onnx")
+                  "native bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo): ~2x faster, fp32's verdicts on 99.9% "
+                  "of the CIFAKE test split; fp32 elsewhere and on ONNX Runtime (each model card's Precision section "
+                  "gives the figures)")
 
 
 def _expand(paths: List[str]) -> tuple[list[str], list[str]]:

@@ -18,7 +18,7 @@ def evaluate(
     include_train_identical: bool = typer.Option(False, help="keep test files byte-identical to training files"),
     policy: Optional[str] = typer.Option(None, help="score with another input policy than the model's own: resize | "
                                                     "center_crop | crop | tiles:N (to compare policies)"),
-    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):

@@ -23,7 +23,7 @@ def predict(
     resume: bool = typer.Option(False, "--resume", help="skip files already in --out"),
     batch_size: int = typer.Option(256),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
-    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     workers: Optional[int] = typer.Option(None, help="decoding threads (default: one per core)"),
     metadata: bool = typer.Option(True, help="read C2PA/EXIF/XMP/PNG-text evidence (--no-metadata: pixels only, faster)"),

@@ -45,7 +45,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 to serve the network)"),
     port: int = typer.Option(8000),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory or bundled name (default: bundled)"),
-    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     max_request_mb: Optional[float] = typer.Option(None, help="request body limit [20]"),
     max_pixels: Optional[int] = typer.Option(None, help="decoded pixels per image [50,000,000]"),

@@ -22,7 +22,7 @@ from .scoring import pick_device, resolve_precision, score_logits
 
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
@@ -30,16 +30,19 @@ class Detector:
     """A trained model with its preprocessing, calibration and operating point."""
 
     def __init__(self, model: torch.nn.Module, config: dict, model_id: str, device: str | torch.device = "cpu",
-                 directory: Path | None = None, backend: str = "torch", precision: str = "auto"):
+                 directory: Path | None = None, backend: str = "auto", precision: str = "auto"):
         self.directory = directory
         self.device = pick_device(str(device))
         self.model = fold_batchnorm(model).to(self.device).eval()  # a Detector only scores and explains
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self._onnx = None
+        if backend == "auto":
+            self._onnx = self._fast_onnx(config, directory, precision)
+            backend = "onnx" if self._onnx is not None else "torch"
         precision = resolve_precision(precision, self.device, backend)  # "auto": bf16 where the CPU has it
         self.backend, self.precision = backend, precision
-        self._onnx = None
-        if backend == "onnx":
+        if backend == "onnx" and self._onnx is None:
             from .export import ONNX_FILE, OnnxScorer
 
             path = directory / ONNX_FILE if directory is not None else None
@@ -64,8 +67,22 @@ class Detector:
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
 
+    def _fast_onnx(self, config: dict, directory: Path | None, precision: str):
+        """backend "auto": ONNX Runtime (fp32) on CPU for a model whose config names it as its fastest CPU path
+        (`cpu_backend`, measured by benchmarks/photo_throughput.py: for the photo model's depthwise network it
+        is faster than PyTorch bf16 and gives PyTorch fp32's scores) and that ships model.onnx, with the
+        features output when it has an attribution head; None means PyTorch."""
+        from .attribution import HEAD_FILE
+        from .export import ONNX_FILE, OnnxScorer
+
+        if (self.device.type != "cpu" or precision == "bf16" or config.get("cpu_backend") != "onnx"
+                or directory is None or not (directory / ONNX_FILE).exists()):
+            return None
+        scorer = OnnxScorer(directory / ONNX_FILE)
+        return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
+
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "torch",
+    def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "auto",
              precision: str = "auto") -> "Detector":
         """Load a model directory or a bundled model by name. None (or "auto") gives `AutoDetector`: the
         bundled CIFAKE-sized and photo models, each image scored by the one made for its size.
@@ -209,15 +226,22 @@ class Detector:
         pixels = stack_decoded(decoded)
         if not len(pixels):
             return np.zeros(0)
-        if self.attribution is None or self._onnx is not None:
+        if self.attribution is None:
             return self.probabilities_from_arrays(pixels)
-        from .scoring import score_with_features
-
-        logits, feats = score_with_features(self.model, pixels, 512, self.device, amp=True,
-                                            cpu_bf16=self.precision == "bf16")
-        for d, f in zip((d for d in decoded if "pixels" in d), feats):
+        logits, feats = self.logits_and_features(pixels)
+        for d, f in zip((d for d in decoded if "pixels" in d), feats if feats is not None else []):
             d["features"] = f
         return self.calibrated(logits)
+
+    def logits_and_features(self, pixels: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the attribution features (input of the last Linear; tiles: their mean) from one pass on
+        the chosen backend; features None where the backend cannot give them (an ONNX file without them)."""
+        if self._onnx is not None:
+            return self._onnx.with_features(pixels, batch_size)
+        from .scoring import score_with_features
+
+        return score_with_features(self.model, pixels, batch_size, self.device, amp=True,
+                                   cpu_bf16=self.precision == "bf16")
 
     def train_digests(self) -> set:
         """Content digests of the training (+ validation) files, so evaluation never scores them."""

@@ -25,14 +25,44 @@ TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and ONNX Runt
 
 
 class _FromUint8(torch.nn.Module):
-    """uint8 pixels -> the model's logit: the graph carries the whole float path."""
+    """uint8 pixels -> the model's logit: the graph carries the whole float path. With `features`, also the
+    input of the last Linear layer (what the attribution head reads), so ONNX Runtime can name the generator
+    from the same pass, as PyTorch does."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, features: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.head = model, None
+        if features:
+            import copy
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.float() / 255.0)
+            from ..models.registry import last_linear
+
+            self.model = copy.deepcopy(model)
+            self.head = last_linear(self.model)
+            name = next(n for n, m in self.model.named_modules() if m is self.head)
+            parent, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent) if parent else self.model, child, torch.nn.Identity())
+
+    def forward(self, images: torch.Tensor):
+        x = images.float() / 255.0
+        if self.head is None:
+            return self.model(x)
+        feats = self.model.backbone(self.model.adapter(x))  # the Linear is now an identity: its input
+        return self.head(feats).reshape(-1), feats
+
+
+def _with_features(model: torch.nn.Module, size: int) -> _FromUint8:
+    """The export wrapper with the features output when the last Linear is the network's last step (the
+    identity swap then gives the very same logits), else the logits-only one."""
+    plain = _FromUint8(model).eval()
+    x = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    try:
+        both = _FromUint8(model, features=True).eval()
+        with torch.inference_mode():
+            same = torch.allclose(both(x)[0], plain(x), atol=1e-5)
+    except Exception:  # e.g. a network without the adapter/backbone layout
+        return plain
+    return both if same else plain
 
 
 def _session(path: Path, threads: int | None = None):
@@ -54,25 +84,45 @@ class OnnxScorer:
         self.path = Path(path)
         self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
+        self.has_features = len(self.session.get_outputs()) > 1  # exported with the attribution features
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        from .scoring import cpu_chunk
+        return self.with_features(images, batch_size, features=False)[0]
+
+    def with_features(self, images: np.ndarray, batch_size: int = 512, features: bool = True):
+        """-> (logits, features or None); for tiles the mean logit and the mean feature vector per image, as
+        `scoring.score_with_features` (identical tiles scored once, chunks of at least one image's tiles)."""
+        from .scoring import cpu_chunk, tile_mean
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
-        if images.ndim == 5:  # tiles: mean logit per image, as score_logits
-            from .scoring import tile_mean
+        features = features and self.has_features
+        kept: list[np.ndarray] = []
 
-            return tile_mean(lambda flat: self(flat, batch_size), images)
-        # small chunks stay in cache: 2,490 img/s at 64 vs 1,780 at 1024 (2 cores, 32 px)
-        batch_size = min(batch_size, cpu_chunk(images.shape[-1]))
-        out = []
-        for i in range(0, len(images), batch_size):  # padded chunks: batch-invariant, as score_logits
-            chunk = images[i:i + batch_size]
-            k = len(chunk)
-            if k < batch_size:
-                chunk = np.concatenate([chunk, np.zeros((batch_size - k, *chunk.shape[1:]), np.uint8)])
-            out.append(self.session.run(None, {self.input: chunk})[0].reshape(-1)[:k])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+        def flat_scores(flat, min_chunk=1):
+            # small chunks stay in cache: 2,490 img/s at 64 vs 1,780 at 1024 (2 cores, 32 px)
+            bs = min(batch_size, max(cpu_chunk(flat.shape[-1]), min_chunk))
+            out = []
+            for i in range(0, len(flat), bs):  # padded chunks: batch-invariant, as score_logits
+                chunk = flat[i:i + bs]
+                k = len(chunk)
+                if k < bs:
+                    chunk = np.concatenate([chunk, np.zeros((bs - k, *chunk.shape[1:]), np.uint8)])
+                res = self.session.run(None if features else [self.session.get_outputs()[0].name], {self.input: chunk})
+                out.append(res[0].reshape(-1)[:k])
+                if features:
+                    kept.append(res[1][:k])
+            return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+        if images.ndim != 5:
+            logits = flat_scores(images)
+            return logits, (np.concatenate(kept).astype(np.float32) if features and kept else None)
+        n, t = images.shape[:2]
+        logits = tile_mean(lambda flat: flat_scores(flat, t), images)
+        if not features:
+            return logits, None
+        same = (images == images[:, :1]).reshape(n, -1).all(1) if n else np.zeros(0, bool)
+        f = np.concatenate(kept).astype(np.float32)
+        return logits, np.stack([part.mean(0) for part in np.split(f, np.cumsum(np.where(same, 1, t))[:-1])])
 
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: int = 64, seed: int = 0) -> dict:
@@ -83,7 +133,7 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model, config = load_model(model_dir)
     size = config["preprocess"]["image_size"]
-    wrapper = _FromUint8(model).eval()
+    wrapper = _with_features(model, size)
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
     if out_dir.resolve() != model_dir.resolve():
@@ -92,7 +142,9 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
                 shutil.copy2(f, out_dir / f.name)
     path = out_dir / ONNX_FILE
     t0 = time.perf_counter()
-    torch.onnx.export(wrapper, (example,), str(path), input_names=["images_uint8"], output_names=["logits"],
+    features = wrapper.head is not None
+    torch.onnx.export(wrapper, (example,), str(path), input_names=["images_uint8"],
+                      output_names=["logits", "features"] if features else ["logits"],
                       dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=opset, dynamo=True,
                       verbose=False, external_data=False)
     _add_metadata(path, config)
@@ -101,10 +153,14 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
     rng = np.random.default_rng(seed)
     check = rng.integers(0, 256, (check_batch, 3, size, size), dtype=np.uint8)
     with torch.inference_mode():
-        want = wrapper(torch.from_numpy(check)).numpy()
-    got = OnnxScorer(path)(check)
+        want = _FromUint8(model).eval()(torch.from_numpy(check)).numpy()
+        want_f = wrapper(torch.from_numpy(check))[1].numpy() if features else None
+    got, got_f = OnnxScorer(path).with_features(check)
     diff = float(np.abs(got - want).max())
-    info = {"file": ONNX_FILE, "input": f"uint8 [batch, 3, {size}, {size}]", "output": "logit per image",
+    if features:
+        diff = max(diff, float(np.abs(got_f - want_f).max()))
+    info = {"file": ONNX_FILE, "input": f"uint8 [batch, 3, {size}, {size}]",
+            "output": "logit per image" + (", features (input of the last Linear) per image" if features else ""),
             "opset": opset, "preprocess": config["preprocess"], "temperature": config.get("temperature"),
             "logit_shift": config.get("logit_shift", 0.0), "threshold": config.get("threshold"), "check": {"images": check_batch, "max_abs_logit_diff": diff,
                                                             "tolerance": TOLERANCE},

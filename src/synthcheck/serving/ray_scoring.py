@@ -73,7 +73,7 @@ class DetectorActor:
 
 
 def predict_ray(files: list[str], out: Path, model: str | None = None, workers: int = 2, batch_size: int = 256,
-                shard_size: int = 10_000, backend: str = "torch", precision: str = "auto", device: str = "cpu",
+                shard_size: int = 10_000, backend: str = "auto", precision: str = "auto", device: str = "cpu",
                 gpus_per_worker: float = 0.0, metadata: bool = True, address: str | None = None,
                 progress: bool = True) -> dict:
     """Score `files` into OUT/part-*.parquet; returns counts. Resumes: finished shards are never re-scored."""

@@ -22,7 +22,7 @@ class ServeSettings:
     """Every limit the server enforces; `from_env` reads SYNTHCHECK_* variables over the defaults."""
 
     model: str | None = None
-    backend: str = "torch"              # or "onnx" (ONNX Runtime)
+    backend: str = "auto"               # per model: ONNX Runtime where measured faster on CPU, else PyTorch
     precision: str = "auto"             # bf16 where the CPU has native bf16, else fp32 (or "fp32" | "bf16")
     max_request_mb: float = 20.0
     max_pixels: int = 50_000_000
