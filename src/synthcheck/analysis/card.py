@@ -93,6 +93,11 @@ def precision_section(config: dict) -> list[str]:
              "Scored by default with `--precision auto`: bf16 autocast (channels-last) on GPUs and on CPUs with native "
              "bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo), fp32 elsewhere and on the ONNX backend. The figures "
              "above were measured in fp32."]
+    if config.get("cpu_backend") == "onnx":
+        lines[-1] = ("On CPU this model is scored by default (`--backend auto`) with ONNX Runtime in fp32, which its "
+                     "config names as its fastest CPU path (`cpu_backend`): the same scores as PyTorch fp32 (to 1e-4 in "
+                     "logits), so the figures above hold as they are; `--precision bf16` (PyTorch) is slower for this "
+                     "network. On GPUs: bf16 autocast.")
     pc = config.get("precision_check")
     if pc:
         lines[-1] += (f" On the {pc['set']} ({pc['n']} images), bf16 gives accuracy {_pct(pc['bf16']['accuracy'])} "

@@ -72,6 +72,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
             key += "_"
         if out_dir is not None:
             d = Path(out_dir) / key
+            d.mkdir(parents=True, exist_ok=True)
             if plots:
                 m["plots"] = [str(p) for p in plot_metrics(part.labels, probs, m, d, key)]
                 if attribution:
