@@ -136,7 +136,7 @@ def plain_pipeline(files: list[str], out: Path):
 
 
 def stages(files: list[Path]) -> dict:
-    """Seconds per image in each stage, in-process, single-threaded decode, batched model calls."""
+    """Milliseconds per image in each stage, in-process, single-threaded decode, batched model calls."""
     import torch
 
     from synthcheck.data.preprocess import decode_image, fit
@@ -145,7 +145,7 @@ def stages(files: list[Path]) -> dict:
 
     out = {}
     det = Detector.load("photo")
-    fp32 = Detector.load("photo", precision="fp32")
+    fp32 = Detector.load("photo", backend="torch", precision="fp32")
     t = time.perf_counter()
     blobs = [p.read_bytes() for p in files]
     out["read"] = time.perf_counter() - t
@@ -162,11 +162,11 @@ def stages(files: list[Path]) -> dict:
     fp32.logits(x[:4])
     t = time.perf_counter()
     fp32.logits(x)
-    out["model fp32"] = time.perf_counter() - t
+    out["model PyTorch fp32"] = time.perf_counter() - t
     det.logits(x[:4])
     t = time.perf_counter()
     det.logits(x)
-    out[f"model {det.precision} (default)"] = time.perf_counter() - t
+    out[f"model {det.backend} {det.precision} (default)"] = time.perf_counter() - t
     decoded = [{"pixels": xi, "size": a.shape[:2], "evidence": [], "data": b} for xi, a, b in zip(x, arrs, blobs)]
     t = time.perf_counter()
     probs = det.score_decoded(decoded)

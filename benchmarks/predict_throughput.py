@@ -56,7 +56,7 @@ def floor(files: list[Path], workers: int) -> float:
     from synthcheck.data.preprocess import load_image
     from synthcheck.inference.detector import Detector
 
-    spec = Detector.load().spec
+    spec = Detector.load("default").spec
 
     def work(chunk):
         return [load_image(p.read_bytes(), spec, name=p.name) for p in chunk]
@@ -76,7 +76,7 @@ def plain_pipeline(folder: Path, out: Path, limit: int | None):
 
     from synthcheck.inference.detector import Detector
 
-    det = Detector.load()
+    det = Detector.load("default")
     tf = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
     ds = datasets.ImageFolder(str(folder / "test"), transform=tf)
     if limit:
@@ -125,7 +125,8 @@ def main():
     ap.add_argument("--folder", type=Path, default=DATA)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="runs per row; the median is reported")
-    ap.add_argument("--configs", default="torch-fp32,onnx-fp32,torch-bf16,torch-bf16-nometa")
+    ap.add_argument("--configs", default="torch-fp32,onnx-fp32,torch-bf16,default",
+                    help="backend-precision[-nometa] rows, or 'default' (no flags)")
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict_throughput.json")
@@ -144,7 +145,7 @@ def main():
     from synthcheck.inference.detector import Detector
     from synthcheck.models.bundled import BUNDLED_DIR
 
-    det = Detector.load()
+    det = Detector.load("default")
     exclude = train_identical(BUNDLED_DIR / "default")
     rows = []
 
@@ -169,18 +170,21 @@ def main():
         add("plain PyTorch (ImageFolder + DataLoader, fp32)",
             statistics.median(timed_run(cmd) for _ in range(args.repeats)), work / "plain.jsonl")
     for cfg in args.configs.split(","):
-        backend, precision, *rest = cfg.split("-")
         out = work / f"{cfg}.jsonl"
-        cmd = SYNTHCHECK + ["predict", *target, "--out", str(out), "--backend", backend, "--precision", precision]
-        if "nometa" in rest:
-            cmd.append("--no-metadata")
+        if cfg == "default":  # what a user gets without flags (backend and precision "auto")
+            cmd, label = SYNTHCHECK + ["predict", *target, "--out", str(out)], "synthcheck predict (default flags)"
+        else:
+            backend, precision, *rest = cfg.split("-")
+            cmd = SYNTHCHECK + ["predict", *target, "--out", str(out), "--backend", backend, "--precision", precision]
+            if "nometa" in rest:
+                cmd.append("--no-metadata")
+            label = f"synthcheck predict --backend {backend} --precision {precision}" + (" --no-metadata" if rest else "")
 
         def once():
             out.unlink(missing_ok=True)
             return timed_run(cmd)
 
-        add(f"synthcheck predict --backend {backend} --precision {precision}" + (" --no-metadata" if rest else ""),
-            statistics.median(once() for _ in range(args.repeats)), out)
+        add(label, statistics.median(once() for _ in range(args.repeats)), out)
 
     meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
             "machine": f"{platform.machine()}, {cores} cores, {platform.python_version()}",
