@@ -38,7 +38,9 @@ class Detector:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self._onnx = None
         if backend == "auto":
-            self._onnx = self._fast_onnx(config, directory, precision)
+            from .export import fast_cpu_scorer
+
+            self._onnx = fast_cpu_scorer(config, directory, self.device, precision)
             backend = "onnx" if self._onnx is not None else "torch"
         precision = resolve_precision(precision, self.device, backend)  # "auto": bf16 where the CPU has it
         self.backend, self.precision = backend, precision
@@ -66,20 +68,6 @@ class Detector:
         self.attribution = AttributionHead.load(directory) if directory is not None else None
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
-
-    def _fast_onnx(self, config: dict, directory: Path | None, precision: str):
-        """backend "auto": ONNX Runtime (fp32) on CPU for a model whose config names it as its fastest CPU path
-        (`cpu_backend`, measured by benchmarks/photo_throughput.py: for the photo model's depthwise network it
-        is faster than PyTorch bf16 and gives PyTorch fp32's scores) and that ships model.onnx, with the
-        features output when it has an attribution head; None means PyTorch."""
-        from .attribution import HEAD_FILE
-        from .export import ONNX_FILE, OnnxScorer
-
-        if (self.device.type != "cpu" or precision == "bf16" or config.get("cpu_backend") != "onnx"
-                or directory is None or not (directory / ONNX_FILE).exists()):
-            return None
-        scorer = OnnxScorer(directory / ONNX_FILE)
-        return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "auto",

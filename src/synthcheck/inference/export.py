@@ -125,6 +125,20 @@ class OnnxScorer:
         return logits, np.stack([part.mean(0) for part in np.split(f, np.cumsum(np.where(same, 1, t))[:-1])])
 
 
+def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, precision: str) -> "OnnxScorer | None":
+    """backend "auto": ONNX Runtime (fp32) on CPU for a model whose config names it as its fastest CPU path
+    (`cpu_backend`, measured by benchmarks/photo_throughput.py: for the photo model's depthwise network it is
+    faster than PyTorch bf16 and gives PyTorch fp32's scores) and that ships model.onnx, with the features
+    output when it has an attribution head; None means PyTorch."""
+    from .attribution import HEAD_FILE
+
+    if (device.type != "cpu" or precision == "bf16" or config.get("cpu_backend") != "onnx"
+            or directory is None or not (directory / ONNX_FILE).exists()):
+        return None
+    scorer = OnnxScorer(directory / ONNX_FILE)
+    return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
+
+
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: int = 64, seed: int = 0) -> dict:
     """Write OUT/model.onnx (+ the model's config, weights and card, so OUT is a complete model directory).
 
