@@ -75,25 +75,14 @@ def list_files(folder: Path, limit: int | None) -> list[Path]:
 
 
 def floor(files: list[Path], workers: int) -> float:
-    """Seconds to read, decode and tile every file on `workers` threads, nothing else."""
-    from synthcheck.data.preprocess import load_image
-    from synthcheck.inference.detector import Detector
+    """Seconds to read, decode and tile every file on `workers` threads, nothing else (predict_throughput's)."""
+    from predict_throughput import floor as decode_floor  # benchmarks/ is on sys.path when this script runs
 
-    spec = Detector.load("photo").spec
-
-    def work(chunk):
-        return [load_image(p.read_bytes(), spec, name=p.name) for p in chunk]
-
-    chunks = [files[i:i + 16] for i in range(0, len(files), 16)]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(work, chunks):
-            pass
-    return time.perf_counter() - t0
+    return decode_floor(files, workers, model="photo", chunk=16)
 
 
 class TileSet:
-    """PIL decode + the photo model's 4x4 native tiles: what a plain script written from the model card does."""
+    """PIL decode + the photo model's 4x4 native tiles (the shared `tile_grid`), for a plain DataLoader loop."""
 
     def __init__(self, files, size, n):
         self.files, self.size, self.n = files, size, n
@@ -105,12 +94,10 @@ class TileSet:
         import torch
         from PIL import Image
 
+        from synthcheck.data.preprocess import tile_grid
+
         a = np.asarray(Image.open(self.files[i]).convert("RGB"))
-        h, w = a.shape[:2]
-        ys = np.linspace(0, h - self.size, self.n).round().astype(int)
-        xs = np.linspace(0, w - self.size, self.n).round().astype(int)
-        t = np.stack([a[y:y + self.size, x:x + self.size] for y in ys for x in xs])
-        return torch.from_numpy(t).permute(0, 3, 1, 2)
+        return torch.from_numpy(tile_grid(a, self.size, self.n)).permute(0, 3, 1, 2)
 
 
 def plain_pipeline(files: list[str], out: Path):

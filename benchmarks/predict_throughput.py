@@ -51,17 +51,17 @@ def list_files(folder: Path, limit: int | None) -> list[Path]:
     return files
 
 
-def floor(files: list[Path], workers: int) -> float:
-    """Seconds to read and decode every file to model input, on `workers` threads, nothing else."""
+def floor(files: list[Path], workers: int, model: str = "default", chunk: int = 64) -> float:
+    """Seconds to read and decode every file to `model`'s input, on `workers` threads, nothing else."""
     from synthcheck.data.preprocess import load_image
     from synthcheck.inference.detector import Detector
 
-    spec = Detector.load("default").spec
+    spec = Detector.load(model).spec
 
-    def work(chunk):
-        return [load_image(p.read_bytes(), spec, name=p.name) for p in chunk]
+    def work(part):
+        return [load_image(p.read_bytes(), spec, name=p.name) for p in part]
 
-    chunks = [files[i:i + 64] for i in range(0, len(files), 64)]
+    chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(work, chunks):

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .groups import group_of, lookup, manifest_path, read_manifest
-from .preprocess import ImageError, PreprocessSpec, load_image
+from .preprocess import ImageError, PreprocessSpec, image_info, load_image
 from .store import _cache_path, _check_memory, _read_cache, _write_cache, default_cache_dir, digest
 
 log = logging.getLogger("synthcheck")
@@ -107,10 +107,6 @@ def iter_source(source: str | Path) -> Iterator[RawItem]:
 def typical_short_side(sources: Iterable[str | Path], per_source: int = 24) -> int | None:
     """Median short side of the first few images of each source, from their headers only (no decoding):
     enough to tell 32-px thumbnails from full-size photos before a recipe resizes them."""
-    import io
-
-    from PIL import Image
-
     sides = []
     for source in sources:
         try:
@@ -118,7 +114,8 @@ def typical_short_side(sources: Iterable[str | Path], per_source: int = 24) -> i
                 if i >= per_source:
                     break
                 try:
-                    sides.append(min(Image.open(io.BytesIO(item.data)).size))
+                    info = image_info(item.data, item.name)
+                    sides.append(min(info["width"], info["height"]))
                 except Exception:  # unreadable files are reported by the real pass
                     continue
         except (OSError, ValueError):

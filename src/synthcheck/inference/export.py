@@ -92,7 +92,7 @@ class OnnxScorer:
     def with_features(self, images: np.ndarray, batch_size: int = 512, features: bool = True):
         """-> (logits, features or None); for tiles the mean logit and the mean feature vector per image, as
         `scoring.score_with_features` (identical tiles scored once, chunks of at least one image's tiles)."""
-        from .scoring import cpu_chunk, tile_mean
+        from .scoring import cpu_chunk, tile_feature_mean, tile_mean
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
         features = features and self.has_features
@@ -120,9 +120,8 @@ class OnnxScorer:
         logits = tile_mean(lambda flat: flat_scores(flat, t), images)
         if not features:
             return logits, None
-        same = (images == images[:, :1]).reshape(n, -1).all(1) if n else np.zeros(0, bool)
-        f = np.concatenate(kept).astype(np.float32)
-        return logits, np.stack([part.mean(0) for part in np.split(f, np.cumsum(np.where(same, 1, t))[:-1])])
+        f = np.concatenate(kept).astype(np.float32) if kept else np.zeros((0, 0), np.float32)
+        return logits, tile_feature_mean(f, images)
 
 
 def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, precision: str) -> "OnnxScorer | None":

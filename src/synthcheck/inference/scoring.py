@@ -77,6 +77,15 @@ def tile_mean(score_flat, images) -> np.ndarray:
     return out
 
 
+def tile_feature_mean(flat_feats: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Features of the tiles `tile_mean` scored (each distinct tile once, image by image) -> the mean per image."""
+    n, t = images.shape[:2]
+    if n == 0:
+        return flat_feats
+    same = (images == images[:, :1]).reshape(n, -1).all(1)
+    return np.stack([part.mean(0) for part in np.split(flat_feats, np.cumsum(np.where(same, 1, t))[:-1])])
+
+
 def cpu_chunk(side: int, bf16: bool = False) -> int:
     """Fixed CPU chunk: 64 (fp32) / 128 (bf16) images at 32 px, fewer for larger inputs so that a chunk's
     activations stay about as large (and a lone image is not padded to 64 full-size ones)."""
@@ -147,11 +156,7 @@ def score_with_features(model: torch.nn.Module, images, batch_size: int = 512, d
                 return out
 
             logits = tile_mean(score_flat, images)
-            n, t = images.shape[:2]
-            same = (images == images[:, :1]).reshape(n, -1).all(1) if n else np.zeros(0, bool)
-            counts = np.where(same, 1, t)
-            f = flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32)
-            feats = np.stack([part.mean(0) for part in np.split(f, np.cumsum(counts)[:-1])]) if n else f
+            feats = tile_feature_mean(flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32), images)
         else:
             logits = score_logits(model, images, batch_size, device, amp, cpu_bf16)
             feats = _kept(store, len(images))
