@@ -204,9 +204,29 @@ def test_auto_detector_evaluates_mixed_sets(two_models, tmp_path):
 
 def test_no_model_name_means_auto_with_the_bundled_models():
     det = Detector.load()
-    assert isinstance(det, AutoDetector) and set(det.members) == {"default", "photo"}
+    assert isinstance(det, AutoDetector)
     assert det.route_name(32, 32) == "default" and det.route_name(512, 512) == "photo"
     assert det.route_name(1024, 768) == "photo"
+    assert set(det.members) == {"default", "photo"}
+
+
+def test_auto_detector_loads_a_member_only_when_an_image_needs_it():
+    det = Detector.load()
+    det.metadata = False  # a setting made before a member loads reaches it when it does
+    assert det._loaded == {}
+    (p,) = det.predict(_png(32))
+    assert p.ok and p.model.startswith("default:") and set(det._loaded) == {"default"}
+    assert det.member("default").metadata is False
+    assert "default:" in det.describe() and "photo:" not in det.describe()  # the models that scored, only
+
+
+def test_an_onnx_backed_detector_builds_its_network_only_to_explain():
+    det = Detector.load("photo", backend="onnx")
+    assert det._model is None  # scoring needs no PyTorch network
+    (p,) = det.predict(_png(512))
+    assert p.ok and det._model is None
+    (e,) = det.explain(_png(512), ["gradcam"])
+    assert det._model is not None and e.image.shape[:2] == (512, 512)
 
 
 def test_evaluate_can_score_under_another_policy(two_models, tmp_path):

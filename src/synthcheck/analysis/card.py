@@ -79,6 +79,8 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
                       f"({'excluded' if d.get('excluded') else 'kept'})."]
     if config.get("crossval"):
         lines += crossval_section(config)
+    if config.get("ablation"):
+        lines += ablation_section(config["ablation"])
     if (model_dir / "attribution.json").exists():
         lines += attribution_section(json.loads((model_dir / "attribution.json").read_text()))
     lines += precision_section(config)
@@ -147,6 +149,16 @@ def crossval_section(config: dict) -> list[str]:
         lines += ["", "Training images per source group (this model): "
                   + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) + "."]
     return lines
+
+
+def ablation_section(ab: dict) -> list[str]:
+    """What each part of the training data buys, leave-sources-out (`scripts/ablation_table.py --write`)."""
+    from .ablation import markdown
+
+    return ["", "## What the training data buys (leave-sources-out ablation)", "",
+            "The same recipe cross-validated on different training data; every row scores every source group with "
+            "a model that never saw it, and fits its own operating point on its own left-out scores. The aligned "
+            "pairs are training-only in every row.", "", markdown(ab["rows"]), "", f"Command: `{ab['command']}`."]
 
 
 def attribution_section(a: dict) -> list[str]:

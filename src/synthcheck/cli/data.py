@@ -19,7 +19,8 @@ def pairs(
                                                           "(default: $SYNTHCHECK_AUTOENCODERS, then $TORCH_HOME/hub/checkpoints)"),
     download: bool = typer.Option(False, "--download", help="fetch missing weights from the published repository"),
     workers: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
-    precision: str = typer.Option("bf16", help="bf16 (fast on CPUs with AMX/AVX512-BF16) | fp32"),
+    precision: str = typer.Option("auto", help="auto (bf16 where the CPU has AMX/AVX512-BF16, fp32 "
+                                                   "elsewhere: emulated bf16 is slower) | bf16 | fp32"),
     copy_originals: bool = typer.Option(True, "--copy-originals/--no-originals",
                                         help="also place each original (hard link or copy) under real/"),
     limit: Optional[int] = typer.Option(None, help="stop after this many originals"),
@@ -33,8 +34,11 @@ def pairs(
     _setup_logging(False)
     if autoencoder not in FAMILIES:
         _fail(f"--autoencoder {autoencoder!r}: choose one of {', '.join(FAMILIES)}")
-    if precision not in ("bf16", "fp32"):
-        _fail("--precision must be bf16 or fp32")
+    if precision not in ("auto", "bf16", "fp32"):
+        _fail("--precision must be auto, bf16 or fp32")
+    if precision == "auto":
+        from ..inference.scoring import cpu_has_bf16
+        precision = "bf16" if cpu_has_bf16() else "fp32"
     try:
         find_weights(autoencoder, weights_dir, download)
         s = make_pairs(real, out, autoencoder, weights_dir, workers, precision == "bf16", copy_originals,

@@ -6,19 +6,19 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..data.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, decode_image, fit, load_image
 from ..models.bundled import DEFAULT_MODEL, bundled_models, resolve_model
-from ..models.checkpoint import load_model, spec_of
+from ..models.checkpoint import load_config, load_model, spec_of
 from ..models.registry import fold_batchnorm
 from .calibration import probabilities
 from .metadata import combine_verdict, inspect
 from .prediction import Prediction, _source_name, describe_range, stack_decoded, uncertain_range
-from .scoring import pick_device, resolve_precision, score_logits
+from .scoring import cpu_threads, pick_device, resolve_precision, score_logits
 
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
@@ -29,11 +29,14 @@ SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes
 class Detector:
     """A trained model with its preprocessing, calibration and operating point."""
 
-    def __init__(self, model: torch.nn.Module, config: dict, model_id: str, device: str | torch.device = "cpu",
-                 directory: Path | None = None, backend: str = "auto", precision: str = "auto"):
+    def __init__(self, model: torch.nn.Module | Callable[[], torch.nn.Module], config: dict, model_id: str,
+                 device: str | torch.device = "cpu", directory: Path | None = None, backend: str = "auto",
+                 precision: str = "auto"):
+        """`model`: the network, or a function that builds it; a detector that scores on ONNX Runtime builds
+        its PyTorch network only when something needs it (explanations, robustness): start-up stays short."""
         self.directory = directory
         self.device = pick_device(str(device))
-        self.model = fold_batchnorm(model).to(self.device).eval()  # a Detector only scores and explains
+        self._model, self._build = None, (model if not isinstance(model, torch.nn.Module) else (lambda: model))
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self._onnx = None
@@ -53,9 +56,9 @@ class Detector:
             if precision != "fp32":
                 raise ValueError("the ONNX backend scores in fp32 only")
             self._onnx = OnnxScorer(path)
-        elif precision == "bf16" and self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.config = config
+        if self._onnx is None:
+            self.model  # PyTorch scores: build it now, so a bad weights file fails at load
         self.model_id = model_id
         self.spec = spec_of(config)
         self.temperature = float(config.get("temperature", 1.0))
@@ -68,6 +71,16 @@ class Detector:
         self.attribution = AttributionHead.load(directory) if directory is not None else None
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch network, batch norm folded, on the device (channels-last for CPU bf16)."""
+        if self._model is None:
+            net = fold_batchnorm(self._build()).to(self.device).eval()  # a Detector only scores and explains
+            if self.precision == "bf16" and self.device.type == "cpu":
+                net = net.to(memory_format=torch.channels_last)
+            self._model, self._build = net, None
+        return self._model
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "cpu", backend: str = "auto",
@@ -82,16 +95,18 @@ class Detector:
         if name_or_path is None or str(name_or_path) == AUTO:
             members = [m for m in AUTO_MEMBERS if m in bundled_models()]
             if len(members) > 1:
-                return AutoDetector({m: cls.load(m, device, backend, precision) for m in members})
+                return AutoDetector({m: (lambda m=m: cls.load(m, device, backend, precision)) for m in members},
+                                    {m: load_config(resolve_model(m)) for m in members}, device, backend, precision)
             name_or_path = DEFAULT_MODEL
         directory = resolve_model(name_or_path)
-        model, config = load_model(directory, map_location="cpu")
+        config = load_config(directory)
         bundled = {v.resolve(): k for k, v in bundled_models().items()}
         model_id = bundled.get(directory.resolve(), str(directory))
         model_id = f"{model_id}:{config['arch']['name']}"
         if str(device) == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
-        return cls(model, config, model_id, device, directory, backend, precision)
+            torch.set_num_threads(cpu_threads())
+        return cls(lambda: load_model(directory, map_location="cpu")[0], config, model_id, device, directory,
+                   backend, precision)
 
     # --- the pipeline: source -> uint8 -> logits -> calibrated probability -> verdict ------------
 
@@ -329,16 +344,33 @@ class AutoDetector(Detector):
     on a log scale (32 px vs 512 px -> the boundary is at 128 px).
     """
 
-    def __init__(self, members: dict[str, Detector]):
-        self.members = members
-        first = next(iter(members.values()))
+    def __init__(self, members: dict[str, "Detector | Callable[[], Detector]"], configs: dict[str, dict] | None = None,
+                 device: str = "cpu", backend: str = "auto", precision: str = "auto"):
+        """`members`: detectors, or functions that load them on first use (with their `configs`, which route):
+        a folder of thumbnails never pays for loading the photo model."""
+        self._loaded = {k: m for k, m in members.items() if isinstance(m, Detector)}
+        self._loaders = {k: (m if k not in self._loaded else (lambda m=m: m)) for k, m in members.items()}
+        configs = {k: self._loaded[k].config if k in self._loaded else configs[k] for k in members}
         self.directory = None
-        self.device, self.backend, self.precision = first.device, first.backend, first.precision
+        self.device, self.backend, self.precision = pick_device(str(device)), backend, precision
         self.model_id = AUTO
-        self._centres = {k: _median_short_side(m) for k, m in members.items()}
+        self._configs = configs
+        self._centres = {k: _median_short_side(c) for k, c in configs.items()}
         self._max_pixels, self._metadata = DEFAULT_MAX_PIXELS, True
         self.threshold = self.uncertain_band = self.temperature = None  # per member: see each Prediction
         self.uncertain_range = None
+
+    def member(self, name: str) -> Detector:
+        if name not in self._loaded:
+            det = self._loaders[name]()
+            det.max_pixels, det.metadata = self._max_pixels, self._metadata
+            self._loaded[name] = det
+        return self._loaded[name]
+
+    @property
+    def members(self) -> dict[str, Detector]:
+        """Every member, loaded."""
+        return {k: self.member(k) for k in self._loaders}
 
     # settings front ends change apply to every member
     max_pixels = property(lambda self: self._max_pixels, lambda self, v: self._set("max_pixels", v))
@@ -346,18 +378,17 @@ class AutoDetector(Detector):
 
     def _set(self, attr: str, value) -> None:
         setattr(self, "_" + attr, value)
-        for m in self.members.values():
+        for m in self._loaded.values():
             setattr(m, attr, value)
 
     def route(self, height: int, width: int) -> tuple[Detector, str]:
-        short = max(1, min(height, width))
-        name = min(self._centres, key=lambda k: abs(np.log(short / self._centres[k])))
-        return self.members[name], (f"auto: {width}x{height} is nearest the {name} model's training images "
-                                    f"(median short side {self._centres[name]} px)")
+        name = self.route_name(height, width)
+        return self.member(name), (f"auto: {width}x{height} is nearest the {name} model's training images "
+                                   f"(median short side {self._centres[name]} px)")
 
     def route_name(self, height: int, width: int) -> str:
-        det, _ = self.route(height, width)
-        return next(k for k, m in self.members.items() if m is det)
+        short = max(1, min(height, width))
+        return min(self._centres, key=lambda k: abs(np.log(short / self._centres[k])))
 
     def score_decoded(self, decoded: list[dict]) -> np.ndarray:
         good = [d for d in decoded if "pixels" in d]
@@ -371,15 +402,16 @@ class AutoDetector(Detector):
         return set().union(*(m.train_digests() for m in self.members.values()))
 
     def describe(self) -> str:
-        return "auto: each image to the model made for its size — " + "; ".join(
-            m.describe() for m in self.members.values())
+        """The members used so far (all of them before any image was scored)."""
+        used = self._loaded or self.members
+        return "auto: each image to the model made for its size — " + "; ".join(m.describe() for m in used.values())
 
     def use_policy(self, policy: str) -> None:
         self._single("--policy")
 
     def _single(self, what: str):
-        raise ValueError(f"the auto detector routes each image to one of {', '.join(self.members)}; "
-                         f"{what} needs one model: name it (--model {' or --model '.join(self.members)})")
+        raise ValueError(f"the auto detector routes each image to one of {', '.join(self._loaders)}; "
+                         f"{what} needs one model: name it (--model {' or --model '.join(self._loaders)})")
 
     def logits(self, images, batch_size: int = 512):
         self._single("scoring preprocessed arrays")
@@ -396,10 +428,10 @@ class AutoDetector(Detector):
 
     @property
     def config(self):
-        return {"arch": {"name": AUTO}, "members": {k: m.config for k, m in self.members.items()}}
+        return {"arch": {"name": AUTO}, "members": self._configs}
 
 
-def _median_short_side(det: Detector) -> int:
-    stats = det.config.get("data", {}).get("image_sizes") or {}
-    hw = stats.get("median_hw") or [det.spec.image_size] * 2
+def _median_short_side(config: dict) -> int:
+    stats = config.get("data", {}).get("image_sizes") or {}
+    hw = stats.get("median_hw") or [spec_of(config).image_size] * 2
     return int(min(hw))

@@ -9,7 +9,6 @@ scores is exactly what PyTorch scores; `export_onnx` checks the two agree before
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models.checkpoint import load_model
+from .scoring import cpu_threads
 
 ONNX_FILE = "model.onnx"
 ONNX_INFO = "onnx.json"
@@ -70,7 +70,7 @@ def _session(path: Path, threads: int | None = None):
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = threads or cpu_threads()
     opts.inter_op_num_threads = 1
     # idle worker threads sleep rather than spin: the cores are shared with the decoding threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import torch
@@ -12,6 +13,13 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def cpu_threads() -> int:
+    """Threads for CPU math: all cores, unless the user capped them with OMP_NUM_THREADS (two jobs sharing a
+    machine each set it, so they do not fight over the same cores)."""
+    capped = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(capped)) if capped.isdigit() else (os.cpu_count() or 1)
 
 
 def autocast_for(device: torch.device, enabled: bool = True, cpu: bool = False):

@@ -30,7 +30,7 @@ from ..data.folders import load_imageset, size_stats
 from ..data.preprocess import PreprocessSpec
 from ..data.splits import Splits, make_splits
 from ..inference.calibration import choose_threshold, fit_temperature, probabilities
-from ..inference.scoring import autocast_for, pick_device, score_logits, to_input
+from ..inference.scoring import autocast_for, cpu_threads, pick_device, score_logits, to_input
 from ..models.checkpoint import load_state, save_model, save_state, save_train_digests
 from ..models.registry import build_model, count_parameters, last_linear
 from . import distributed
@@ -163,7 +163,7 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cpu_threads())
     ddp, device = distributed.init(device)  # no-op unless launched by torchrun
     try:
         return _train(data, out, cfg, test, resume, progress and ddp.main, splits, ddp, device)
