@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from synthcheck.cli import app
 from synthcheck.inference.detector import Detector
 from synthcheck.inference.export import TOLERANCE, export_onnx
+from synthcheck.inference.scoring import cpu_has_bf16
 from synthcheck.models.checkpoint import save_model
 from synthcheck.models.registry import build_model
 
@@ -101,6 +102,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
         monkeypatch.setattr(scoring, "cpu_has_bf16", lambda has=has: has)
         assert resolve_precision("auto", cpu) == ("bf16" if has else "fp32")
         assert Detector.load("default").precision == ("bf16" if has else "fp32")
+        assert Detector.load("default").backend == ("torch" if has else "onnx")
         assert resolve_precision("auto", cuda) == "bf16" and resolve_precision("auto", cpu, "onnx") == "fp32"
         assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -124,7 +126,9 @@ def test_photo_model_onnx_gives_pytorch_features_and_is_its_default_cpu_path():
     auto, ref = Detector.load("photo"), Detector.load("photo", backend="torch", precision="fp32")
     assert (auto.backend, auto.precision) == ("onnx", "fp32")
     assert Detector.load("photo", precision="bf16").backend == "torch"
-    assert Detector.load("default").backend == "torch"  # no cpu_backend in its config: PyTorch
+    # the 32-px model: PyTorch bf16 where the CPU has it, else ONNX Runtime (cpu_backend "onnx-where-no-bf16")
+    assert Detector.load("default").backend == ("torch" if cpu_has_bf16() else "onnx")
+    assert Detector.load("default", precision="fp32").backend == "onnx"
     x = np.stack([ref.preprocess(p) for p in SAMPLES[:3]])
     (la, fa), (lr, fr) = auto.logits_and_features(x), ref.logits_and_features(x)
     assert np.abs(la - lr).max() <= TOLERANCE and np.abs(fa - fr).max() <= 1e-3

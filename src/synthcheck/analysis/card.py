@@ -95,6 +95,10 @@ def precision_section(config: dict) -> list[str]:
              "Scored by default with `--precision auto`: bf16 autocast (channels-last) on GPUs and on CPUs with native "
              "bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo), fp32 elsewhere and on the ONNX backend. The figures "
              "above were measured in fp32."]
+    if config.get("cpu_backend") == "onnx-where-no-bf16":
+        lines[-1] += (" On CPUs without native bf16 it is scored by default (`--backend auto`) with ONNX Runtime in fp32, "
+                      "which its config names as its fastest CPU path there (`cpu_backend`): the same scores as "
+                      "PyTorch fp32.")
     if config.get("cpu_backend") == "onnx":
         lines[-1] = ("On CPU this model is scored by default (`--backend auto`) with ONNX Runtime in fp32, which its "
                      "config names as its fastest CPU path (`cpu_backend`): the same scores as PyTorch fp32 (to 1e-4 in "

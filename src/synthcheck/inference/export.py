@@ -125,14 +125,22 @@ class OnnxScorer:
 
 
 def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, precision: str) -> "OnnxScorer | None":
-    """backend "auto": ONNX Runtime (fp32) on CPU for a model whose config names it as its fastest CPU path
-    (`cpu_backend`, measured by benchmarks/photo_throughput.py: for the photo model's depthwise network it is
-    faster than PyTorch bf16 and gives PyTorch fp32's scores) and that ships model.onnx, with the features
-    output when it has an attribution head; None means PyTorch."""
+    """backend "auto": ONNX Runtime (fp32) on CPU where the model's config names it as the fastest CPU path
+    (`cpu_backend`) and it ships model.onnx, with the features output when it has an attribution head; None
+    means PyTorch. Both give PyTorch fp32's scores. Measured (BENCHMARKS.md):
+      "onnx"                  always on CPU: the photo model's depthwise network is faster there than even
+                              PyTorch bf16 on AMX cores (benchmarks/photo_throughput.py);
+      "onnx-where-no-bf16"    unless "auto" precision picks bf16 (a CPU with AMX/AVX512-BF16): the 32-px
+                              model is faster in PyTorch bf16 there, in ONNX Runtime on other CPUs
+                              (benchmarks/predict_throughput.py)."""
     from .attribution import HEAD_FILE
+    from .scoring import cpu_has_bf16
 
-    if (device.type != "cpu" or precision == "bf16" or config.get("cpu_backend") != "onnx"
+    mode = config.get("cpu_backend")
+    if (device.type != "cpu" or precision == "bf16" or mode not in ("onnx", "onnx-where-no-bf16")
             or directory is None or not (directory / ONNX_FILE).exists()):
+        return None
+    if mode == "onnx-where-no-bf16" and precision == "auto" and cpu_has_bf16():
         return None
     scorer = OnnxScorer(directory / ONNX_FILE)
     return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
