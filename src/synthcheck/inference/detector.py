@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -349,6 +350,7 @@ class AutoDetector(Detector):
         """`members`: detectors, or functions that load them on first use (with their `configs`, which route):
         a folder of thumbnails never pays for loading the photo model."""
         self._loaded = {k: m for k, m in members.items() if isinstance(m, Detector)}
+        self._loading = threading.Lock()
         self._loaders = {k: (m if k not in self._loaded else (lambda m=m: m)) for k, m in members.items()}
         configs = {k: self._loaded[k].config if k in self._loaded else configs[k] for k in members}
         self.directory = None
@@ -361,10 +363,11 @@ class AutoDetector(Detector):
         self.uncertain_range = None
 
     def member(self, name: str) -> Detector:
-        if name not in self._loaded:
-            det = self._loaders[name]()
-            det.max_pixels, det.metadata = self._max_pixels, self._metadata
-            self._loaded[name] = det
+        with self._loading:  # the server's threads may ask for a member at once: load it once
+            if name not in self._loaded:
+                det = self._loaders[name]()
+                det.max_pixels, det.metadata = self._max_pixels, self._metadata
+                self._loaded[name] = det
         return self._loaded[name]
 
     @property
