@@ -34,7 +34,7 @@ def main():
         rows.append(row(label, json.loads(Path(path).read_text())))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"command": "python scripts/ablation_table.py " + " ".join(f'"{s}"' for s in args.runs)
-              + f" --out {args.out}", "rows": rows}
+              + f" --out {args.out}" + (f" --write {args.write}" if args.write else ""), "rows": rows}
     (args.out / "ablation.json").write_text(json.dumps(report, indent=2))
     md = markdown(rows)
     (args.out / "ablation.md").write_text("# Aligned pairs: leave-sources-out ablation\n\n" + md + "\n")

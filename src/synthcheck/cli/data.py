@@ -37,8 +37,11 @@ def pairs(
     if precision not in ("auto", "bf16", "fp32"):
         _fail("--precision must be auto, bf16 or fp32")
     if precision == "auto":
-        from ..inference.scoring import cpu_has_bf16
-        precision = "bf16" if cpu_has_bf16() else "fp32"
+        import torch
+
+        from ..inference.scoring import resolve_precision
+
+        precision = resolve_precision("auto", torch.device("cpu"))  # pairs are made on CPU workers
     try:
         find_weights(autoencoder, weights_dir, download)
         s = make_pairs(real, out, autoencoder, weights_dir, workers, precision == "bf16", copy_originals,
