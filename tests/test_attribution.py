@@ -64,16 +64,45 @@ def test_fit_attribution_reports_held_out_top1_and_rejects_unknown_examples(tmp_
     from synthcheck.training.attribution import fit_attribution, plot_attribution
 
     rng = np.random.default_rng(2)
-    x, fam, _ = _toy(rng, n=80, k=5)
+    x, fam, _ = _toy(rng, n=80, k=7)
     fam = fam.astype(object)
-    fam[fam == "gen4"] = UNKNOWN  # a generator the head never trains on
+    groups = fam.copy()
+    fam[np.isin(fam, ["gen4", "gen5", "gen6"])] = UNKNOWN  # generators the head must not name
     real = rng.normal(0, 4, (40, x.shape[1]))
-    head, rep = fit_attribution(np.r_[x, real], np.r_[fam, [""] * 40])
+    head, rep = fit_attribution(np.r_[x, real], np.r_[fam, [""] * 40], groups=np.r_[groups, ["real"] * 40],
+                                cs=(0.1, 1.0))
     assert head.families == ["gen0", "gen1", "gen2", "gen3"] and rep["n_test"] == 80
+    assert head.outlier_class and rep["n_outlier_examples"] == 240
     assert rep["top1"] >= 0.9 and rep["unknown_examples_rejected"] >= 0.7
+    nested = rep["open_set"]["nested"]
+    assert set(nested["unknown_rejected_by_family"]) == {"gen0", "gen1", "gen2", "gen3"}
+    assert nested["unknown_rejected"] >= 0.7
     assert np.array(rep["confusion_matrix"]).sum() == rep["n_test"]
     plot_attribution(rep, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_outlier_class_is_never_a_name_and_probabilities_leave_room_for_it(tmp_path):
+    """Outlier exposure: images like the outlier examples score low on 'outlier' and are answered "unknown";
+    named families' probabilities sum to 1 - P(outlier); the head round-trips with its extra row."""
+    from synthcheck.inference.attribution import open_set_scores
+
+    rng = np.random.default_rng(3)
+    x, fam, _ = _toy(rng, n=60, k=4)
+    fam = fam.astype(object)
+    fam[fam == "gen3"] = UNKNOWN
+    head = fit_head(x, fam)
+    assert head.families == ["gen0", "gen1", "gen2"] and head.weight.shape[0] == 4
+    p = head.probabilities(x)
+    assert p.shape == (len(x), 3) and (p.sum(1) <= 1 + 1e-9).all()
+    s = open_set_scores(head, x, "outlier")
+    assert s[fam == UNKNOWN].mean() < 0.2 < 0.8 < s[fam != UNKNOWN].mean()
+    head.rule, head.threshold = "outlier", 0.5
+    assert all(pr["name"] == UNKNOWN and all(t["family"] != UNKNOWN for t in pr["top3"])
+               for pr in head.predict(x[fam == UNKNOWN]))
+    head.save(tmp_path)
+    again = AttributionHead.load(tmp_path)
+    assert again.outlier_class and np.allclose(open_set_scores(again, x, "outlier"), s, atol=1e-5)
 
 
 def test_generator_shown_on_every_front_end(tmp_path):

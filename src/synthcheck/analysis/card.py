@@ -185,6 +185,17 @@ def attribution_section(a: dict) -> list[str]:
     by = i["open_set"]["figures"][rule].get("unknown_rejected_by_family", {})
     if by:
         lines += ["", "Per left-out family: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(by.items())) + "."]
+    nested = i["open_set"].get("nested")
+    if nested and nested.get("unknown_rejected") is not None:
+        lines += ["", "The rows above chose the rule and C on the same runs they report. Nested (each family left out "
+                  "of the choice too, the honest figure): " f"{100 * nested['unknown_rejected']:.0f}% of the left-out "
+                  "families' images answered \"unknown\" with 80% of held-out known images named ("
+                  + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(nested["unknown_rejected_by_family"].items()))
+                  + ")."]
+    if i.get("n_outlier_examples"):
+        lines += ["", f"The head has an outlier class (outlier exposure) learned from {i['n_outlier_examples']} images of "
+                  f"thin and unstated generators (C = {i.get('c')})."]
     if i.get("unknown_examples_rejected") is not None:
-        lines += ["", f"Thin and unstated generators answered \"unknown\": {100 * i['unknown_examples_rejected']:.0f}%."]
+        lines += ["", "Thin and unstated generators answered \"unknown\" (each group scored by a head that never saw it): "
+                  f"{100 * i['unknown_examples_rejected']:.0f}%."]
     return lines

@@ -6,9 +6,11 @@ come out of the forward pass that scores the image anyway (no extra pass, so no 
 head trains in seconds, so it can be refit, and left-one-generator-out runs are cheap.
 
 The head: standardised features -> multinomial logistic regression over the generator families with
-enough images. Open set: a family it was not trained on must come out "unknown", not as the nearest name;
-the rejection score (max softmax probability, energy, or Mahalanobis distance to the nearest family mean)
-and its threshold are chosen on leave-one-family-out runs (`fit_open_set`).
+enough images, plus one "outlier" class learned from images of generators it must not name (thin families,
+unstated generators: outlier exposure, Hendrycks et al., 2019). Open set: a family it was not trained on must
+come out "unknown", not as the nearest name; the rejection score (1 - P(outlier), max softmax probability,
+energy, or Mahalanobis distance to the nearest family mean), its regularisation and its threshold are chosen
+on leave-one-family-out runs (`training.attribution.fit_attribution`).
 
 This module is the head as a Detector uses it (load, predict, the generator named by metadata); fitting it
 lives in `training.attribution`, and its figures on an evaluated set in `analysis.evaluate`.
@@ -25,7 +27,7 @@ import numpy as np
 UNKNOWN = "unknown"
 HEAD_FILE = "attribution.safetensors"
 HEAD_CONFIG = "attribution.json"
-SCORES = ("msp", "energy", "mahalanobis")
+SCORES = ("outlier", "msp", "energy", "mahalanobis")
 
 
 @dataclass
@@ -35,20 +37,26 @@ class AttributionHead:
     families: list[str]
     mean: np.ndarray       # [D] feature standardisation
     scale: np.ndarray      # [D]
-    weight: np.ndarray     # [K, D]
-    bias: np.ndarray       # [K]
+    weight: np.ndarray     # [K, D], or [K+1, D] with the outlier class last
+    bias: np.ndarray       # [K] or [K+1]
     centres: np.ndarray    # [K, P] family means in the whitened PCA space (Mahalanobis)
     components: np.ndarray  # [D, P] PCA projection, whitened
     rule: str = "msp"      # which rejection score
     threshold: float = 0.0  # accept (name the family) when the score is at least this
     info: dict = field(default_factory=dict)
 
+    @property
+    def outlier_class(self) -> bool:
+        return len(self.bias) == len(self.families) + 1
+
     def logits(self, feats: np.ndarray) -> np.ndarray:
+        """[N, K] (+1 column for the outlier class when the head has one)."""
         z = (np.asarray(feats, np.float64) - self.mean) / self.scale
         return z @ self.weight.T + self.bias
 
     def probabilities(self, feats: np.ndarray) -> np.ndarray:
-        return _softmax(self.logits(feats))
+        """[N, K]: each named family's probability; with the outlier class, rows sum to 1 - P(outlier)."""
+        return _softmax(self.logits(feats))[:, :len(self.families)]
 
     def score(self, feats: np.ndarray, rule: str | None = None) -> np.ndarray:
         """Higher = more like a known family."""
@@ -107,13 +115,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def open_set_scores(head: AttributionHead, feats: np.ndarray, rule: str) -> np.ndarray:
-    """Known-ness of each row: max softmax probability (Hendrycks & Gimpel, 2017), energy (logsumexp of the
-    logits; Liu et al., 2020), or minus the Mahalanobis distance to the nearest family mean (Lee et al., 2018)
+    """Known-ness of each row: 1 - P(outlier class) (outlier exposure), max softmax probability over the named
+    families (Hendrycks & Gimpel, 2017), energy (logsumexp of their logits; Liu et al., 2020), or minus the Mahalanobis distance to the nearest family mean (Lee et al., 2018)
     with a shared covariance, computed as Euclidean distance in the whitened PCA space."""
+    if rule == "outlier":
+        if not head.outlier_class:
+            raise ValueError("the 'outlier' score needs a head trained with an outlier class")
+        return head.probabilities(feats).sum(1)
     if rule == "msp":
         return head.probabilities(feats).max(1)
     if rule == "energy":
-        z = head.logits(feats)
+        z = head.logits(feats)[:, :len(head.families)]
         m = z.max(1)
         return m + np.log(np.exp(z - m[:, None]).sum(1))
     if rule == "mahalanobis":

@@ -13,20 +13,22 @@ from ..inference.attribution import SCORES, UNKNOWN, AttributionHead, open_set_s
 
 def fit_head(feats: np.ndarray, families: np.ndarray, c: float = 0.1, pca: int = 64, seed: int = 0) -> AttributionHead:
     """Multinomial logistic regression on standardised features (scikit-learn), plus the whitened PCA space
-    and family centres the Mahalanobis score needs."""
+    and family centres the Mahalanobis score needs. Rows whose family is UNKNOWN (generators the head must
+    not name) train one extra "outlier" class (outlier exposure); they never get a name or a centre."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(feats, np.float64)
-    names = sorted(set(families))
-    y = np.array([names.index(f) for f in families])
+    fams = np.asarray(families, dtype=object)
+    names = sorted(set(fams[fams != UNKNOWN]))
+    y = np.array([names.index(f) if f != UNKNOWN else len(names) for f in fams])
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
-    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(z, y)
+    lr = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(z, y)
     weight, bias = lr.coef_, lr.intercept_
-    if len(names) == 2:  # scikit-learn gives one row for two classes: make it a two-logit softmax
+    if len(lr.classes_) == 2:  # scikit-learn gives one row for two classes: make it a two-logit softmax
         weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    p = PCA(n_components=min(pca, z.shape[1], len(z) - 1), whiten=True, random_state=seed).fit(z)
+    p = PCA(n_components=min(pca, z.shape[1], len(z) - 1), whiten=True, random_state=seed).fit(z[y < len(names)])
     comps = p.components_.T / np.sqrt(p.explained_variance_)
     w = (z - p.mean_) @ comps
     centres = np.stack([w[y == k].mean(0) for k in range(len(names))])
@@ -35,24 +37,25 @@ def fit_head(feats: np.ndarray, families: np.ndarray, c: float = 0.1, pca: int =
     return AttributionHead(names, mean, scale, weight, bias, centres, comps)
 
 
-def leave_one_family_out(feats: np.ndarray, families: np.ndarray, known_test: np.ndarray, extra_unknown=None,
-                         **kw) -> dict:
-    """Each known family in turn left out of the head: its images should be rejected, while held-out images of
-    the families the head kept (`known_test`, never trained on) should still be named. -> per rule, the
-    scores of both kinds, pooled over the runs (for choosing the rule and its threshold)."""
+def leave_one_family_out(feats: np.ndarray, families: np.ndarray, known_test: np.ndarray, **kw) -> dict:
+    """Each named family in turn left out of the head: its images should be rejected, while held-out images of
+    the families the head kept (`known_test`, never trained on) should still be named. UNKNOWN rows outside
+    `known_test` train the outlier class in every run (they are never the left-out family). -> per rule, the
+    scores of both kinds, pooled over the runs, and the rules' thresholds need one scale: one C for all runs."""
     fams = np.asarray(families, dtype=object)
     train = ~known_test
-    out = {r: {"known": [], "unknown": [], "unknown_family": []} for r in SCORES}
-    for f in sorted(set(fams[train])):
+    rules = SCORES if (fams[train] == UNKNOWN).any() else tuple(r for r in SCORES if r != "outlier")
+    out = {r: {"known": [], "unknown": [], "unknown_family": []} for r in rules}
+    for f in sorted(set(fams[train & (fams != UNKNOWN)])):
         tr = train & (fams != f)
         head = fit_head(feats[tr], fams[tr], **kw)
-        kt = known_test & (fams != f)
-        for r in SCORES:
+        kt = known_test & (fams != f) & (fams != UNKNOWN)
+        for r in rules:
             out[r]["known"].append(open_set_scores(head, feats[kt], r))
             unk = open_set_scores(head, feats[fams == f], r)
             out[r]["unknown"].append(unk)
             out[r]["unknown_family"] += [f] * len(unk)
-    for r in SCORES:
+    for r in rules:
         out[r]["known"] = np.concatenate(out[r]["known"])
         out[r]["unknown"] = np.concatenate(out[r]["unknown"])
         out[r]["unknown_family"] = np.array(out[r]["unknown_family"])
@@ -60,8 +63,9 @@ def leave_one_family_out(feats: np.ndarray, families: np.ndarray, known_test: np
 
 
 def fit_open_set(lofo: dict, keep_known: float = 0.80) -> dict:
-    """Choose the rejection score with the best known-vs-unknown ROC-AUC on the left-out runs, and the threshold
-    that keeps `keep_known` of held-out known images named. -> rule, threshold, and per rule the figures."""
+    """Choose the rejection score that rejects most left-out-family images at the threshold keeping
+    `keep_known` of held-out known images named (the goal's operating point). -> rule, threshold, and per rule
+    the figures (ROC-AUC known vs left-out beside them)."""
     from sklearn.metrics import roc_auc_score
 
     figures = {}
@@ -73,8 +77,48 @@ def fit_open_set(lofo: dict, keep_known: float = 0.80) -> dict:
                                                      np.r_[known, unknown])),
                       "threshold": thr, "known_named": float((known >= thr).mean()),
                       "unknown_rejected": float((unknown < thr).mean()), "unknown_rejected_by_family": per_family}
-    best = max(figures, key=lambda r: figures[r]["roc_auc"])
+    best = max(figures, key=lambda r: (figures[r]["unknown_rejected"], figures[r]["roc_auc"]))
     return {"rule": best, "threshold": figures[best]["threshold"], "figures": figures}
+
+
+C_GRID = (0.01, 0.03, 0.1, 0.3)  # regularisation of the head, chosen with the rule on left-out families
+
+
+def choose_open_set(feats: np.ndarray, families: np.ndarray, known_test: np.ndarray, keep_known: float = 0.80,
+                    cs=C_GRID, seed: int = 0) -> dict:
+    """Rule and C together on leave-one-family-out runs: -> the best fit_open_set result, with "c", its "lofo"
+    scores, and every C's figures."""
+    fits = []
+    for c in cs:
+        lofo = leave_one_family_out(feats, families, known_test, c=c, seed=seed)
+        fits.append(fit_open_set(lofo, keep_known) | {"c": c, "lofo": lofo})
+    best = max(fits, key=lambda f: (f["figures"][f["rule"]]["unknown_rejected"], f["figures"][f["rule"]]["roc_auc"]))
+    best["by_c"] = {str(f["c"]): {"rule": f["rule"], "unknown_rejected": f["figures"][f["rule"]]["unknown_rejected"]}
+                    for f in fits}
+    return best
+
+
+def nested_open_set(feats: np.ndarray, families: np.ndarray, known_test: np.ndarray, keep_known: float = 0.80,
+                    cs=C_GRID, seed: int = 0) -> dict:
+    """The honest open-set figure: each named family in turn is left out of everything, rule and C are
+    chosen on leave-one-family-out runs over the other families only, a head with that choice is trained
+    without it, and its threshold keeps `keep_known` of the held-out known images named. -> share of the
+    left-out families' images answered "unknown" (pooled and per family), and what each run chose."""
+    fams = np.asarray(families, dtype=object)
+    named = sorted(set(fams[~known_test & (fams != UNKNOWN)]))
+    rejected, per, chose = [], {}, {}
+    for f in named:
+        keep = fams != f
+        inner = choose_open_set(feats[keep], fams[keep], known_test[keep], keep_known, cs, seed)
+        head = fit_head(feats[keep & ~known_test], fams[keep & ~known_test], c=inner["c"], seed=seed)
+        kt = keep & known_test & (fams != UNKNOWN)
+        thr = np.quantile(open_set_scores(head, feats[kt], inner["rule"]), 1 - keep_known)
+        r = open_set_scores(head, feats[fams == f], inner["rule"]) < thr
+        rejected.append(r)
+        per[f], chose[f] = float(r.mean()), {"rule": inner["rule"], "c": inner["c"]}
+    allr = np.concatenate(rejected) if rejected else np.zeros(0, bool)
+    return {"unknown_rejected": float(allr.mean()) if len(allr) else None, "known_named": keep_known,
+            "unknown_rejected_by_family": per, "chosen": chose}
 
 
 def trade_off_curve(lofo: dict, rule: str, points: int = 50) -> dict:
@@ -105,10 +149,13 @@ def family_map(groups: np.ndarray, mapping: dict, min_images: int, unknown: list
 
 
 def fit_attribution(feats: np.ndarray, families: np.ndarray, test_fraction: float = 0.25, keep_known: float = 0.80,
-                    seed: int = 0) -> tuple[AttributionHead, dict]:
-    """The whole fit on one set of features: a seeded image split stratified by family (top-1 on the held-out
-    part), leave-one-family-out runs on the training part (rule and threshold), the head on the training part,
-    and the share of "unknown" examples (thin families, unstated generators) it rejects."""
+                    seed: int = 0, groups: np.ndarray | None = None, cs=C_GRID) -> tuple[AttributionHead, dict]:
+    """The whole fit on one set of features: a seeded image split of the named families stratified by family
+    (top-1 on the held-out part); the "unknown" examples (thin families, unstated generators) train the
+    outlier class; rule, C and threshold chosen on leave-one-family-out runs, and the honest open-set figure
+    from nested runs (`nested_open_set`); the head on the training part. The share of unknown examples it
+    rejects is cross-fitted: each of their groups (`groups`; without them, two random halves) is scored by a
+    head that never saw it."""
     from sklearn.metrics import confusion_matrix
     from sklearn.model_selection import train_test_split
 
@@ -116,31 +163,53 @@ def fit_attribution(feats: np.ndarray, families: np.ndarray, test_fraction: floa
     known_idx = np.flatnonzero((fam != "") & (fam != UNKNOWN))
     unknown_idx = np.flatnonzero(fam == UNKNOWN)
     tr, te = train_test_split(known_idx, test_size=test_fraction, random_state=seed, stratify=fam[known_idx].astype(str))
-    x, f = feats[np.r_[tr, te]], fam[np.r_[tr, te]]
-    held = np.r_[np.zeros(len(tr), bool), np.ones(len(te), bool)]
-    lofo = leave_one_family_out(x, f, held, seed=seed)
-    rule = fit_open_set(lofo, keep_known)
-    head = fit_head(feats[tr], fam[tr], seed=seed)
-    head.rule, head.threshold = rule["rule"], rule["threshold"]
+    fit_idx = np.r_[tr, unknown_idx]
+    x, f = feats[np.r_[fit_idx, te]], fam[np.r_[fit_idx, te]]
+    held = np.r_[np.zeros(len(fit_idx), bool), np.ones(len(te), bool)]
+    choice = choose_open_set(x, f, held, keep_known, cs, seed)
+    nested = nested_open_set(x, f, held, keep_known, cs, seed)
+    head = fit_head(feats[fit_idx], fam[fit_idx], c=choice["c"], seed=seed)
+    head.rule, head.threshold = choice["rule"], choice["threshold"]
     probs = head.probabilities(feats[te])
     pred = np.array(head.families)[probs.argmax(1)]
     named = head.score(feats[te]) >= head.threshold
-    unk_named = head.score(feats[unknown_idx]) >= head.threshold if len(unknown_idx) else np.zeros(0, bool)
+    rejected = _cross_fitted_rejection(head, choice["c"], feats, fam, tr, unknown_idx, groups, seed)
     report = {
         "families": head.families, "n_train": int(len(tr)), "n_test": int(len(te)),
+        "n_outlier_examples": int(len(unknown_idx)), "c": choice["c"],
         "top1": float((pred == fam[te]).mean()),
         "top1_among_named": float((pred[named] == fam[te][named]).mean()) if named.any() else None,
         "test_named": float(named.mean()),
         "confusion_matrix": confusion_matrix(fam[te].astype(str), pred, labels=head.families).tolist(),
-        "open_set": {k: v for k, v in rule.items()},
-        "trade_off": trade_off_curve(lofo, rule["rule"]),
-        "unknown_examples_rejected": float(1 - unk_named.mean()) if len(unknown_idx) else None,
+        "open_set": {"rule": choice["rule"], "threshold": choice["threshold"], "c": choice["c"],
+                     "figures": choice["figures"], "by_c": choice["by_c"], "nested": nested},
+        "trade_off": trade_off_curve(choice["lofo"], choice["rule"]),
+        "unknown_examples_rejected": rejected,
         "per_family_test_top1": {n: float((pred[fam[te] == n] == n).mean()) for n in head.families},
     }
-    head.info = {k: report[k] for k in ("top1", "test_named", "unknown_examples_rejected", "n_train", "n_test")}
-    head.info["open_set"] = {"rule": rule["rule"], "figures": {r: {k: v for k, v in fig.items()}
-                                                               for r, fig in rule["figures"].items()}}
+    head.info = {k: report[k] for k in ("top1", "test_named", "unknown_examples_rejected", "n_train", "n_test",
+                                        "n_outlier_examples", "c")}
+    head.info["open_set"] = {k: report["open_set"][k] for k in ("rule", "c", "figures", "nested")}
     return head, report
+
+
+def _cross_fitted_rejection(head: AttributionHead, c: float, feats, fam, tr, unknown_idx, groups, seed) -> float | None:
+    """Share of unknown examples answered "unknown" by heads (the shipped rule, C and threshold) that never
+    trained on their group."""
+    if not len(unknown_idx):
+        return None
+    if groups is not None:
+        g = np.asarray(groups, dtype=object)[unknown_idx]
+    else:
+        g = np.random.default_rng(seed).permutation(len(unknown_idx)) % 2
+    rejected = np.zeros(len(unknown_idx), bool)
+    for k in np.unique(g):
+        rest = unknown_idx[g != k]
+        if not len(rest) and head.rule == "outlier":
+            return None  # one unknown group only: nothing else to learn the outlier class from
+        h = fit_head(feats[np.r_[tr, rest]], fam[np.r_[tr, rest]], c=c, seed=seed)
+        rejected[g == k] = open_set_scores(h, feats[unknown_idx[g == k]], head.rule) < head.threshold
+    return float(rejected.mean())
 
 
 def plot_attribution(report: dict, path: str | Path) -> None:
@@ -169,7 +238,11 @@ def plot_attribution(report: dict, path: str | Path) -> None:
     b.axvline(0.7, ls=":", color="grey")
     b.set_xlabel("left-out generator's images answered 'unknown'")
     b.set_ylabel("held-out known images named")
-    b.set_title(f"leave-one-family-out ({report['open_set']['rule']})")
+    nested = report["open_set"].get("nested") or {}
+    if nested.get("unknown_rejected") is not None:
+        b.scatter([nested["unknown_rejected"]], [nested["known_named"]], color="black", marker="x", zorder=3,
+                  label="nested (rule and C chosen without the left-out family)")
+    b.set_title(f"leave-one-family-out ({report['open_set']['rule']}, C={report['open_set'].get('c')})")
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -203,12 +276,15 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     fam, summary = family_map(groups, dict(raw.get("families", {})),
                               int(raw.get("min_images", 50)), list(raw.get("unknown", [])))
     head, report = fit_attribution(feats, fam, float(raw.get("test_fraction", 0.25)), float(raw.get("keep_known", 0.80)),
-                                   int(raw.get("seed", 0)))
+                                   int(raw.get("seed", 0)), groups=groups)
     report["families_decided"] = summary
     head.info["families_decided"] = summary
     # what `evaluate` needs to name the expected answer of any AI group (merge, then families; thin -> unknown)
     head.info["group_family"] = {family_of(g): str(f) for g, f in zip(pool.pool.groups, fam) if str(g).startswith("ai:")}
     head.save(model_dir)
+    from ..analysis.card import write_model_card
+
+    write_model_card(Path(model_dir), mcfg)  # the card's attribution section follows the head
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "attribution.json", report)
