@@ -122,10 +122,11 @@ def test_auto_detector_on_onnx_runtime_matches_pytorch():
 def test_photo_model_onnx_gives_pytorch_features_and_is_its_default_cpu_path():
     """backend "auto" scores the photo model with ONNX Runtime on CPU (its config names it, benchmarks/
     photo_throughput.py measured it faster than PyTorch bf16): the same logits and attribution features as
-    PyTorch fp32, so the same verdicts and the same generator; asking for bf16 keeps PyTorch."""
+    PyTorch fp32, so the same verdicts and the same generator; asking for bf16 takes OpenVINO where the CPU has
+    native bf16, PyTorch elsewhere."""
     auto, ref = Detector.load("photo"), Detector.load("photo", backend="torch", precision="fp32")
     assert (auto.backend, auto.precision) == ("onnx", "fp32")
-    assert Detector.load("photo", precision="bf16").backend == "torch"
+    assert Detector.load("photo", precision="bf16").backend == ("openvino" if cpu_has_bf16() else "torch")
     # the 32-px model: PyTorch bf16 where the CPU has it, else ONNX Runtime (cpu_backend "onnx-where-no-bf16")
     assert Detector.load("default").backend == ("torch" if cpu_has_bf16() else "onnx")
     assert Detector.load("default", precision="fp32").backend == "onnx"
@@ -154,3 +155,20 @@ def test_export_without_a_final_linear_keeps_logits_only(tmp_path):
     assert _with_features(Odd().eval(), 8).head is None
     model, _ = build_model("cnn")
     assert _with_features(model.eval(), 32).head is not None
+
+
+def test_openvino_backend_gives_onnx_runtimes_scores_and_features_in_fp32(monkeypatch):
+    """OpenVINO runs the same model.onnx: in fp32 the same logits and attribution features as ONNX Runtime (so
+    the same verdicts and generator); bf16 on a CPU without native bf16 is refused, saying why."""
+    ov, ort = Detector.load("photo", backend="openvino", precision="fp32"), Detector.load("photo", backend="onnx")
+    assert (ov.backend, ov.precision) == ("openvino", "fp32")
+    x = np.stack([ort.preprocess(p) for p in SAMPLES[:3]])
+    (la, fa), (lb, fb) = ov.logits_and_features(x), ort.logits_and_features(x)
+    assert np.abs(la - lb).max() <= TOLERANCE and np.abs(fa - fb).max() <= 1e-3
+    for a, b in zip(ov.predict([str(p) for p in SAMPLES]), ort.predict([str(p) for p in SAMPLES])):
+        assert a.verdict == b.verdict and (a.generator or {}).get("name") == (b.generator or {}).get("name")
+    import synthcheck.inference.scoring as scoring
+
+    monkeypatch.setattr(scoring, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bf16"):
+        Detector.load("photo", backend="openvino", precision="bf16")

@@ -57,10 +57,10 @@ def _load_detector(model: Optional[str], device: str = "cpu", backend: str = "au
         _fail(str(e))
 
 
-BACKEND_HELP = ("auto | torch | onnx. auto (default): ONNX Runtime fp32 on CPU for models whose config names it as "
-                "their fastest CPU path and that ship model.onnx (the bundled photo model: PyTorch fp32's scores, "
-                "faster than bf16), PyTorch otherwise. onnx needs `synthcheck export MODEL --onnx` unless the "
-                "model ships one")
+BACKEND_HELP = ("auto | torch | onnx | openvino. auto (default): ONNX Runtime fp32 on CPU for models whose config "
+                "names it as their fastest CPU path and that ship model.onnx (the bundled photo model: PyTorch fp32's "
+                "scores), OpenVINO for an explicit --precision bf16 on CPUs with native bf16, PyTorch otherwise. "
+                "onnx/openvino need `synthcheck export MODEL --onnx` unless the model ships model.onnx")
 PRECISION_HELP = ("auto | fp32 | bf16. auto (default) picks bf16 (autocast + channels-last) on GPUs and on CPUs with "
                   "native bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo): ~2x faster, fp32's verdicts on 99.9% "
                   "of the CIFAKE test split; fp32 elsewhere and on ONNX Runtime (each model card's Precision section "

@@ -23,7 +23,7 @@ from .scoring import cpu_threads, pick_device, resolve_precision, score_logits
 
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
@@ -45,18 +45,18 @@ class Detector:
             from .export import fast_cpu_scorer
 
             self._onnx = fast_cpu_scorer(config, directory, self.device, precision)
-            backend = "onnx" if self._onnx is not None else "torch"
+            backend = self._onnx.backend if self._onnx is not None else "torch"
         precision = resolve_precision(precision, self.device, backend)  # "auto": bf16 where the CPU has it
         self.backend, self.precision = backend, precision
-        if backend == "onnx" and self._onnx is None:
-            from .export import ONNX_FILE, OnnxScorer
+        if backend in ("onnx", "openvino") and self._onnx is None:
+            from .export import ONNX_FILE, OnnxScorer, OpenVinoScorer
 
             path = directory / ONNX_FILE if directory is not None else None
             if path is None or not path.exists():
                 raise FileNotFoundError(f"no {ONNX_FILE} in {directory}: run `synthcheck export {directory} --onnx` first")
-            if precision != "fp32":
+            if backend == "onnx" and precision != "fp32":
                 raise ValueError("the ONNX backend scores in fp32 only")
-            self._onnx = OnnxScorer(path)
+            self._onnx = OnnxScorer(path) if backend == "onnx" else OpenVinoScorer(path, precision)
         self.config = config
         if self._onnx is None:
             self.model  # PyTorch scores: build it now, so a bad weights file fails at load

@@ -53,9 +53,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def resolve_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
     """"auto" -> what scores fastest at the measured accuracy: bf16 on GPUs and on CPUs with native bf16 (AMX or
     AVX512-BF16: 2-3x faster, same verdicts, BENCHMARKS.md), fp32 elsewhere (emulated bf16 is slower) and on the
-    ONNX backend (fp32 only)."""
+    ONNX backend (fp32 only); OpenVINO like PyTorch."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" and backend == "openvino" and not cpu_has_bf16():
+        raise ValueError("OpenVINO bf16 needs a CPU with native bf16 (AMX or AVX512-BF16); use --precision fp32")
     if precision != "auto":
         return precision
     if backend == "onnx":
