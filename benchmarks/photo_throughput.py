@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from report import cpu_name
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,10 +257,8 @@ def main():
 
     import torch
 
-    from synthcheck.inference.scoring import cpu_has_bf16
-
     meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, native bf16 {cpu_has_bf16()}, "
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores, "
                        f"Python {platform.python_version()}, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats}
     args.out.parent.mkdir(parents=True, exist_ok=True)

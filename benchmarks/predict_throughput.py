@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from report import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifake" / "cifake_test_jpg.tar.gz"
 DATA = ROOT / "benchmarks" / ".data" / "cifake_test"
@@ -187,7 +189,7 @@ def main():
         add(label, statistics.median(once() for _ in range(args.repeats)), out)
 
     meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "machine": f"{platform.machine()}, {cores} cores, {platform.python_version()}",
+            "machine": f"{cpu_name()}, {cores} cores, {platform.python_version()}",
             "date": time.strftime("%Y-%m-%d"), "images": n, "repeats": args.repeats}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
