@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from synthcheck.cli import app
 from synthcheck.inference.detector import Detector
 from synthcheck.inference.export import TOLERANCE, export_onnx
+from synthcheck.inference.export import openvino_available
 from synthcheck.inference.scoring import cpu_has_bf16
 from synthcheck.models.checkpoint import save_model
 from synthcheck.models.registry import build_model
@@ -124,8 +125,9 @@ def test_photo_model_onnx_gives_pytorch_features_and_is_its_default_cpu_path():
     photo_throughput.py measured it faster than PyTorch bf16): the same logits and attribution features as
     PyTorch fp32, so the same verdicts and the same generator; asking for bf16 takes OpenVINO where the CPU has
     native bf16, PyTorch elsewhere."""
-    auto, ref = Detector.load("photo"), Detector.load("photo", backend="torch", precision="fp32")
+    auto, ref = Detector.load("photo", precision="fp32"), Detector.load("photo", backend="torch", precision="fp32")
     assert (auto.backend, auto.precision) == ("onnx", "fp32")
+    assert (Detector.load("photo").backend == "openvino+onnx") == (cpu_has_bf16() and openvino_available())
     assert Detector.load("photo", precision="bf16").backend == ("openvino" if cpu_has_bf16() else "torch")
     # the 32-px model: PyTorch bf16 where the CPU has it, else ONNX Runtime (cpu_backend "onnx-where-no-bf16")
     assert Detector.load("default").backend == ("torch" if cpu_has_bf16() else "onnx")
@@ -172,3 +174,49 @@ def test_openvino_backend_gives_onnx_runtimes_scores_and_features_in_fp32(monkey
     monkeypatch.setattr(scoring, "cpu_has_bf16", lambda: False)
     with pytest.raises(ValueError, match="native bf16"):
         Detector.load("photo", backend="openvino", precision="bf16")
+
+
+class _StubScorer:
+    """Logit = first pixel / 10 + offset: a stand-in runtime whose error we choose."""
+
+    has_features = True
+
+    def __init__(self, offset):
+        self.offset, self.calls = offset, []
+
+    def with_features(self, images, batch_size=512, features=True):
+        self.calls.append(len(images))
+        logits = images.reshape(len(images), -1)[:, 0].astype(np.float32) / 10 + self.offset
+        return logits, np.repeat(logits[:, None], 2, 1) if features else None
+
+
+def test_cascade_scores_again_in_fp32_only_near_a_verdict_edge():
+    """bf16 everywhere, fp32 within the margin of an edge: those images get fp32's logit and features, the
+    others keep bf16's, and with a margin above the bf16 error every verdict is fp32's."""
+    from synthcheck.inference.export import CascadeScorer
+
+    x = np.zeros((60, 3, 4, 4), np.uint8)
+    x[:, 0, 0, 0] = np.arange(60) * 4  # logits 0.0 .. 23.6
+    exact, fast = _StubScorer(0.0), _StubScorer(0.25)  # bf16's error: 0.25
+    cascade = CascadeScorer(fast, exact, edges=[5.0, 12.0, float("inf")], margin=0.5)
+    logits, feats = cascade.with_features(x)
+    truth = x[:, 0, 0, 0] / 10
+    near = np.minimum(np.abs(truth + 0.25 - 5.0), np.abs(truth + 0.25 - 12.0)) <= 0.5
+    assert cascade.rescored == near.sum() == exact.calls[0] and 0 < near.sum() < 10
+    assert np.allclose(logits[near], truth[near]) and np.allclose(logits[~near], truth[~near] + 0.25)
+    assert np.allclose(feats[:, 0], logits)
+    side = lambda v: np.searchsorted([5.0, 12.0], v)  # which verdict region a logit falls in
+    assert (side(logits) == side(truth)).all()
+
+
+@pytest.mark.skipif(not (cpu_has_bf16() and openvino_available()), reason="needs a CPU with native bf16 and OpenVINO")
+def test_photo_models_default_on_a_bf16_cpu_is_the_cascade_with_fp32_verdicts():
+    """What `--precision auto` runs for the photo model on AMX/AVX512-BF16 CPUs: OpenVINO bf16, then ONNX Runtime
+    fp32 near the verdict edges (`bf16_margin` from scripts/bf16_margin.py): fp32's verdicts and generators."""
+    auto, ref = Detector.load("photo"), Detector.load("photo", precision="fp32")
+    assert (auto.backend, auto.precision) == ("openvino+onnx", "bf16+fp32")
+    x = np.stack([ref.preprocess(p) for p in SAMPLES])
+    la, lr = auto.logits(x), ref.logits(x)
+    assert np.abs(la - lr).max() <= auto._onnx.margin
+    for a, b in zip(auto.predict([str(p) for p in SAMPLES]), ref.predict([str(p) for p in SAMPLES])):
+        assert a.verdict == b.verdict and abs(a.prob_ai - b.prob_ai) < 0.05

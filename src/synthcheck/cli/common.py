@@ -63,8 +63,9 @@ BACKEND_HELP = ("auto | torch | onnx | openvino. auto (default): ONNX Runtime fp
                 "onnx/openvino need `synthcheck export MODEL --onnx` unless the model ships model.onnx")
 PRECISION_HELP = ("auto | fp32 | bf16. auto (default) picks bf16 (autocast + channels-last) on GPUs and on CPUs with "
                   "native bf16 (AMX or AVX512-BF16, read from /proc/cpuinfo): ~2x faster, fp32's verdicts on 99.9% "
-                  "of the CIFAKE test split; fp32 elsewhere and on ONNX Runtime (each model card's Precision section "
-                  "gives the figures)")
+                  "of the CIFAKE test split; for the photo model there, OpenVINO bf16 with images near a verdict edge "
+                  "scored again in fp32 (fp32's verdicts); fp32 elsewhere and on ONNX Runtime (each model card's "
+                  "Precision section gives the figures)")
 
 
 def _expand(paths: List[str]) -> tuple[list[str], list[str]]:

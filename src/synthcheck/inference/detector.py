@@ -23,7 +23,7 @@ from .scoring import cpu_threads, pick_device, resolve_precision, score_logits
 
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
 AUTO_MEMBERS = ("default", "photo")
-BACKENDS = ("auto", "torch", "onnx", "openvino")
+BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto may also pick "openvino+onnx"
 SPECTRA = "spectra.safetensors"  # mean residual spectra of the training classes, for `explain --method spectrum`
 
 
@@ -47,7 +47,7 @@ class Detector:
             self._onnx = fast_cpu_scorer(config, directory, self.device, precision)
             backend = self._onnx.backend if self._onnx is not None else "torch"
         precision = resolve_precision(precision, self.device, backend)  # "auto": bf16 where the CPU has it
-        self.backend, self.precision = backend, precision
+        self.backend, self.precision = backend, (self._onnx.precision if self._onnx is not None else precision)
         if backend in ("onnx", "openvino") and self._onnx is None:
             from .export import ONNX_FILE, OnnxScorer, OpenVinoScorer
 

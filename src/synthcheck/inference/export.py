@@ -157,6 +157,47 @@ class OpenVinoScorer(OnnxScorer):
             return [np.array(res[o]) for o in self.compiled.outputs[: 2 if features else 1]]
 
 
+class CascadeScorer:
+    """bf16 first, fp32 where it could change a verdict. Every image is scored by the fast bf16 runtime; those
+    whose bf16 logit lies within `margin` of a verdict edge (the uncertain band's ends, in logit space) are
+    scored again in fp32 and keep the fp32 logit and features. `margin` is the largest bf16-vs-fp32 logit
+    difference measured on the model's own images, with room to spare (`scripts/bf16_margin.py`), so every
+    verdict is fp32's while most images are scored once, in bf16. Why not bf16 alone: on the photo model it
+    changes ~2% of verdicts (BENCHMARKS.md), over the 1% the speed goal allows."""
+
+    backend, precision = "openvino+onnx", "bf16+fp32"
+
+    def __init__(self, fast: OnnxScorer, exact: OnnxScorer, edges, margin: float):
+        self.fast, self.exact = fast, exact
+        self.edges, self.margin = np.asarray([e for e in edges if np.isfinite(e)], np.float64), float(margin)
+        self.has_features = fast.has_features and exact.has_features
+        self.rescored = 0  # images scored twice so far (for the benchmark's report)
+
+    def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        return self.with_features(images, batch_size, features=False)[0]
+
+    def with_features(self, images: np.ndarray, batch_size: int = 512, features: bool = True):
+        logits, feats = self.fast.with_features(images, batch_size, features)
+        if not len(logits) or not len(self.edges):
+            return logits, feats
+        near = np.flatnonzero(np.abs(logits[:, None].astype(np.float64) - self.edges[None]).min(1) <= self.margin)
+        if len(near):
+            exact_logits, exact_feats = self.exact.with_features(np.asarray(images)[near], batch_size, features)
+            logits[near] = exact_logits
+            if feats is not None and exact_feats is not None:
+                feats[near] = exact_feats
+            self.rescored += len(near)
+        return logits, feats
+
+
+def verdict_edges(config: dict) -> list[float]:
+    """The logits at which a verdict changes: the uncertain band's ends (P(AI) = sigmoid((logit - shift) / T))."""
+    from .prediction import uncertain_range
+
+    t, shift = float(config.get("temperature", 1.0)), float(config.get("logit_shift", 0.0))
+    return [shift + t * float(np.log(q / (1 - q))) for q in uncertain_range(config) if 0 < q < 1]
+
+
 def openvino_available() -> bool:
     import importlib.util
 
@@ -173,7 +214,9 @@ def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, 
       "onnx-where-no-bf16"    the same, unless "auto" precision picks bf16 (a CPU with AMX/AVX512-BF16): the
                               32-px model is faster in PyTorch bf16 there (benchmarks/predict_throughput.py).
     An explicit `--precision bf16` on a CPU with native bf16 takes OpenVINO bf16 for either (the fastest bf16
-    runtime for these networks), PyTorch bf16 where OpenVINO is not installed."""
+    runtime for these networks), PyTorch bf16 where OpenVINO is not installed. With "auto" precision on such a
+    CPU, a model whose config carries `bf16_margin` takes the bf16-then-fp32 cascade (`CascadeScorer`): fp32's
+    verdicts at close to bf16's speed."""
     from .attribution import HEAD_FILE
     from .scoring import cpu_has_bf16
 
@@ -181,12 +224,16 @@ def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, 
     if (device.type != "cpu" or mode not in ("onnx", "onnx-where-no-bf16") or directory is None
             or not (directory / ONNX_FILE).exists()):
         return None
+    bf16_here = cpu_has_bf16() and openvino_available()
     if precision == "bf16":
-        if not (cpu_has_bf16() and openvino_available()):
+        if not bf16_here:
             return None
         scorer = OpenVinoScorer(directory / ONNX_FILE, "bf16")
     elif mode == "onnx-where-no-bf16" and precision == "auto" and cpu_has_bf16():
         return None
+    elif precision == "auto" and bf16_here and config.get("bf16_margin") is not None:
+        scorer = CascadeScorer(OpenVinoScorer(directory / ONNX_FILE, "bf16"), OnnxScorer(directory / ONNX_FILE),
+                               verdict_edges(config), config["bf16_margin"])
     else:
         scorer = OnnxScorer(directory / ONNX_FILE)
     return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
