@@ -220,3 +220,20 @@ def test_photo_models_default_on_a_bf16_cpu_is_the_cascade_with_fp32_verdicts():
     assert np.abs(la - lr).max() <= auto._onnx.margin
     for a, b in zip(auto.predict([str(p) for p in SAMPLES]), ref.predict([str(p) for p in SAMPLES])):
         assert a.verdict == b.verdict and abs(a.prob_ai - b.prob_ai) < 0.05
+
+
+def test_an_openvino_that_fails_to_compile_falls_back_to_onnx_runtime(monkeypatch):
+    """The cascade's bf16 half is an optimisation: if OpenVINO cannot compile on this machine, the photo model
+    still loads and scores exactly, on ONNX Runtime fp32, with a warning."""
+    import synthcheck.inference.export as export
+
+    def broken(*a, **k):
+        raise RuntimeError("no plugin for this CPU")
+
+    monkeypatch.setattr("synthcheck.inference.scoring.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(export, "openvino_available", lambda: True)
+    monkeypatch.setattr(export, "OpenVinoScorer", broken)
+    with pytest.warns(UserWarning, match="no plugin for this CPU"):
+        det = Detector.load("photo")
+    assert (det.backend, det.precision) == ("onnx", "fp32")
+    assert det.predict([str(SAMPLES[0])])[0].error is None

@@ -232,8 +232,16 @@ def fast_cpu_scorer(config: dict, directory: Path | None, device: torch.device, 
     elif mode == "onnx-where-no-bf16" and precision == "auto" and cpu_has_bf16():
         return None
     elif precision == "auto" and bf16_here and config.get("bf16_margin") is not None:
-        scorer = CascadeScorer(OpenVinoScorer(directory / ONNX_FILE, "bf16"), OnnxScorer(directory / ONNX_FILE),
-                               verdict_edges(config), config["bf16_margin"])
+        try:
+            fast = OpenVinoScorer(directory / ONNX_FILE, "bf16")
+        except Exception as e:  # an OpenVINO that cannot compile here: the exact path still works
+            import warnings
+
+            warnings.warn(f"OpenVINO bf16 unavailable ({type(e).__name__}: {e}); scoring with ONNX Runtime fp32")
+            fast = None
+        scorer = OnnxScorer(directory / ONNX_FILE)
+        if fast is not None:
+            scorer = CascadeScorer(fast, scorer, verdict_edges(config), config["bf16_margin"])
     else:
         scorer = OnnxScorer(directory / ONNX_FILE)
     return scorer if scorer.has_features or not (directory / HEAD_FILE).exists() else None
