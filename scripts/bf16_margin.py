@@ -16,26 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
-
-
-def images_of(paths: list[str]):
-    """(bytes, name) of every image file in folders and .tar archives."""
-    from synthcheck.data.folders import IMAGE_EXTENSIONS
-
-    for p in map(Path, paths):
-        if p.suffix == ".tar":
-            with tarfile.open(p) as t:
-                for m in t:
-                    if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
-                        yield t.extractfile(m).read(), f"{p.name}/{m.name}"
-        else:
-            for f in sorted(p.rglob("*") if p.is_dir() else [p]):
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield f.read_bytes(), str(f)
 
 
 def main(argv=None):
@@ -55,7 +38,10 @@ def main(argv=None):
         sys.exit("this CPU has no native bf16 (AMX/AVX512-BF16): nothing to measure")
     det = Detector.load(args.model, backend="onnx")
     fast = OpenVinoScorer(det.directory / ONNX_FILE, "bf16")
-    decoded = [d for d in (det.decode(item) for item in images_of(args.data)) if "pixels" in d]
+    from synthcheck.data.folders import iter_source
+
+    items = ((it.data, it.name) for src in args.data for it in iter_source(src))  # the project's one file reader
+    decoded = [d for d in (det.decode(item) for item in items) if "pixels" in d]
     pixels = stack_decoded(decoded)
     exact, bf16 = det.logits(pixels), fast(pixels)
     diff = np.abs(exact.astype(np.float64) - bf16)

@@ -171,7 +171,7 @@ class CascadeScorer:
         self.fast, self.exact = fast, exact
         self.edges, self.margin = np.asarray([e for e in edges if np.isfinite(e)], np.float64), float(margin)
         self.has_features = fast.has_features and exact.has_features
-        self.rescored = 0  # images scored twice so far (for the benchmark's report)
+        self.rescored = 0  # images scored twice so far (for inspection and tests)
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return self.with_features(images, batch_size, features=False)[0]
