@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from synthcheck.inference.attribution import UNKNOWN, AttributionHead
 from synthcheck.training.attribution import fit_head, fit_open_set, leave_one_family_out, trade_off_curve
@@ -164,3 +167,45 @@ def test_metadata_naming_a_generator_is_reported_and_wins(tmp_path):
            "source": "png", "field": "prompt"}]
     assert from_metadata(ev)["name"] == "flux"
     assert from_metadata([{**ev[0], "indicates": "real"}]) is None
+
+
+def test_features_are_stage_means_and_their_spread_over_tiles():
+    """Per image: the mean and the std over its tiles of each tile's stage channel means; an image whose tiles
+    are all the same (no larger than one tile) is scored once and has no spread."""
+    import torch
+
+    from synthcheck.inference.scoring import score_with_features
+    from synthcheck.models.features import FeatureTap
+    from synthcheck.models.registry import build_model
+
+    model, _ = build_model("mobilenet_v2", None, 32)
+    model.eval()
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (2, 4, 3, 32, 32), dtype=np.uint8)
+    tiles[1] = tiles[1, :1]  # a small image: one tile repeated
+    _, feats = score_with_features(model, tiles, 16)
+    with FeatureTap(model) as tap, torch.inference_mode():
+        model(torch.from_numpy(tiles[0]).float() / 255)
+        per_tile = tap.take().numpy()
+    d = per_tile.shape[1]
+    assert feats.shape == (2, 2 * d)
+    assert np.allclose(feats[0, :d], per_tile.mean(0), atol=1e-5) and np.allclose(feats[0, d:], per_tile.std(0), atol=1e-5)
+    assert (feats[1, d:] == 0).all()
+
+
+def test_a_head_fitted_on_other_features_is_not_used(tmp_path, monkeypatch):
+    """A model directory whose head was fitted on older features scores as before, names generators from
+    metadata only, and says why once."""
+    import shutil
+
+    from synthcheck import Detector
+    from synthcheck.models.bundled import resolve_model
+
+    d = tmp_path / "photo"
+    shutil.copytree(resolve_model("photo"), d)
+    cfg = json.loads((d / "attribution.json").read_text())
+    cfg["info"]["features"] = "last-linear/v1"
+    (d / "attribution.json").write_text(json.dumps(cfg))
+    with pytest.warns(UserWarning, match="refit it with `synthcheck attribution`"):
+        det = Detector.load(d, backend="torch", precision="fp32")
+    assert det.attribution is None

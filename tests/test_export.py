@@ -59,9 +59,11 @@ def test_export_other_architectures(tmp_path, arch, size):
 
 
 def test_cli_export_and_predict_with_onnx_backend(tmp_path):
-    r = CliRunner().invoke(app, ["export", "default", "--out", str(tmp_path / "exp")])
+    r = CliRunner().invoke(app, ["export", "default", "--out", str(tmp_path / "exp"), "--cpu-backend", "onnx"])
     assert r.exit_code == 0, r.output
     assert "max |logit diff|" in r.output and (tmp_path / "exp" / "model.onnx").exists()
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["cpu_backend"] == "onnx"
+    assert CliRunner().invoke(app, ["export", "default", "--out", str(tmp_path / "x"), "--cpu-backend", "gpu"]).exit_code == 2
     outs = {}
     for backend in ("torch", "onnx"):
         r = CliRunner().invoke(app, ["predict", *map(str, SAMPLES), "--model", str(tmp_path / "exp"), "--backend",
@@ -140,9 +142,11 @@ def test_photo_model_onnx_gives_pytorch_features_and_is_its_default_cpu_path():
         assert (a.generator or {}).get("name") == (b.generator or {}).get("name")
 
 
-def test_export_without_a_final_linear_keeps_logits_only(tmp_path):
-    """The features output is added only where swapping the last Linear for an identity leaves the logits unchanged."""
-    class Odd(torch.nn.Module):  # last Linear followed by another operation
+def test_export_carries_the_features_pytorch_scoring_reads():
+    """The exported wrapper's second output is what `score_with_features` reads by the same hooks: the stage
+    channel means for a network with a stage list, the last Linear's input for one without (even when the
+    Linear is not the last step), and its logits stay the plain model's."""
+    class Odd(torch.nn.Module):  # last Linear followed by another operation, no stage list
         def __init__(self):
             super().__init__()
             from synthcheck.models.registry import InputAdapter
@@ -152,11 +156,23 @@ def test_export_without_a_final_linear_keeps_logits_only(tmp_path):
         def forward(self, x):
             return self.backbone(self.adapter(x)).reshape(-1)
 
-    from synthcheck.inference.export import _with_features
+    from synthcheck.inference.export import _FromUint8, _with_features
+    from synthcheck.inference.scoring import score_with_features
 
-    assert _with_features(Odd().eval(), 8).head is None
-    model, _ = build_model("cnn")
-    assert _with_features(model.eval(), 32).head is not None
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    odd = Odd().eval()
+    wrapper = _with_features(odd, 8)
+    with torch.inference_mode():
+        logits, feats = wrapper(x)
+        assert torch.allclose(logits, _FromUint8(odd)(x))
+        assert torch.allclose(feats, odd.adapter(x.float() / 255).flatten(1))
+    model, _ = build_model("mobilenet_v2", None, 32)
+    model.eval()
+    with torch.inference_mode():
+        _, feats = _with_features(model, 32)(x.repeat(1, 1, 4, 4))
+    _, scored = score_with_features(model, x.repeat(1, 1, 4, 4).numpy(), 8)
+    assert feats.shape == (3, 24 + 32 + 64 + 96 + 160 + 1280)
+    assert np.abs(scored[:, :feats.shape[1]] - feats.numpy()).max() < 1e-5 and (scored[:, feats.shape[1]:] == 0).all()
 
 
 def test_openvino_backend_gives_onnx_runtimes_scores_and_features_in_fp32(monkeypatch):

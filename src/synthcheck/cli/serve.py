@@ -15,6 +15,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output model directory [the model's own directory, "
                                                                "or runs/export/NAME for a bundled model]"),
     opset: int = typer.Option(18),
+    cpu_backend: Optional[str] = typer.Option(None, "--cpu-backend", help="also record the model's fastest CPU "
+                                              "path for --backend auto: onnx, or onnx-where-no-bf16 (measure it "
+                                              "with benchmarks/photo_throughput.py or predict_throughput.py)"),
 ):
     """ONNX export (dynamic batch, uint8 input, preprocessing config alongside), checked against PyTorch to 1e-4."""
     from ..inference.export import export_onnx
@@ -29,10 +32,19 @@ def export(
         _fail(str(e))
     if out is None:
         out = Path("runs/export") / model if model in bundled_models() else src
+    if cpu_backend not in (None, "onnx", "onnx-where-no-bf16"):
+        _fail(f"--cpu-backend {cpu_backend!r}: choose onnx or onnx-where-no-bf16")
     try:
         info = export_onnx(src, out, opset=opset)
     except (ValueError, ImportError) as e:
         _fail(str(e))
+    if cpu_backend:
+        from ..data.store import save_json
+        from ..models.checkpoint import CONFIG, load_config
+
+        cfg = load_config(out)
+        cfg["cpu_backend"] = cpu_backend
+        save_json(Path(out) / CONFIG, cfg)
     from rich.markup import escape
 
     console.print(f"wrote {out / 'model.onnx'} ({escape(info['input'])} -> logit; opset {opset}); ONNX Runtime vs PyTorch: "

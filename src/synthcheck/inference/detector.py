@@ -67,9 +67,16 @@ class Detector:
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
         self.uncertain_range = uncertain_range(config)
+        from ..models.features import FEATURES
         from .attribution import AttributionHead
 
         self.attribution = AttributionHead.load(directory) if directory is not None else None
+        if self.attribution is not None and self.attribution.info.get("features") != FEATURES:
+            import warnings
+
+            warnings.warn(f"{directory}: its attribution head was fitted on older image features; refit it with "
+                          "`synthcheck attribution` (generators are named from metadata only until then)")
+            self.attribution = None
         self.max_pixels = DEFAULT_MAX_PIXELS
         self.metadata = True  # read metadata evidence for every file input
 
@@ -238,7 +245,7 @@ class Detector:
         return self.calibrated(logits)
 
     def logits_and_features(self, pixels: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits and the attribution features (input of the last Linear; tiles: their mean) from one pass on
+        """Logits and the attribution features (`models.features`) from one pass on
         the chosen backend; features None where the backend cannot give them (an ONNX file without them)."""
         if self._onnx is not None:
             return self._onnx.with_features(pixels, batch_size)

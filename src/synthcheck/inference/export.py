@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models.checkpoint import load_model
+from ..models.features import FEATURES, aggregate
 from .scoring import cpu_threads
 
 ONNX_FILE = "model.onnx"
@@ -26,43 +27,48 @@ TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and ONNX Runt
 
 class _FromUint8(torch.nn.Module):
     """uint8 pixels -> the model's logit: the graph carries the whole float path. With `features`, also the
-    input of the last Linear layer (what the attribution head reads), so ONNX Runtime can name the generator
-    from the same pass, as PyTorch does."""
+    attribution features of each image (`models.features`: read by the same hooks as in PyTorch scoring), so
+    ONNX Runtime and OpenVINO name the generator from the same pass, as PyTorch does."""
 
     def __init__(self, model: torch.nn.Module, features: bool = False):
         super().__init__()
-        self.model, self.head = model, None
+        self.model, self.tap = model, None
         if features:
             import copy
 
-            from ..models.registry import last_linear
+            from ..models.features import FeatureTap
 
-            self.model = copy.deepcopy(model)
-            self.head = last_linear(self.model)
-            name = next(n for n, m in self.model.named_modules() if m is self.head)
-            parent, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent) if parent else self.model, child, torch.nn.Identity())
+            self.model = copy.deepcopy(model)  # the hooks stay on the copy
+            self.tap = FeatureTap(self.model, keep_device=True)
 
     def forward(self, images: torch.Tensor):
         x = images.float() / 255.0
-        if self.head is None:
+        if self.tap is None:
             return self.model(x)
-        feats = self.model.backbone(self.model.adapter(x))  # the Linear is now an identity: its input
-        return self.head(feats).reshape(-1), feats
+        logits = self.model(x)
+        return logits, self.tap.take()
 
 
 def _with_features(model: torch.nn.Module, size: int) -> _FromUint8:
-    """The export wrapper with the features output when the last Linear is the network's last step (the
-    identity swap then gives the very same logits), else the logits-only one."""
+    """The export wrapper with the features output when its logits are the plain model's, else logits only."""
     plain = _FromUint8(model).eval()
     x = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     try:
         both = _FromUint8(model, features=True).eval()
         with torch.inference_mode():
             same = torch.allclose(both(x)[0], plain(x), atol=1e-5)
-    except Exception:  # e.g. a network without the adapter/backbone layout
+    except Exception:  # e.g. a network whose stages cannot be hooked
         return plain
     return both if same else plain
+
+
+def _has_current_features(path: Path) -> bool:
+    """The graph's second output is this version's attribution features (older graphs carry the last Linear's
+    input, which today's heads do not read: such a graph scores, and the generator comes from PyTorch)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return meta.get("synthcheck.features") == json.dumps(FEATURES)
 
 
 def _session(path: Path, threads: int | None = None):
@@ -86,7 +92,7 @@ class OnnxScorer:
         self.path = Path(path)
         self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
-        self.has_features = len(self.session.get_outputs()) > 1  # exported with the attribution features
+        self.has_features = len(self.session.get_outputs()) > 1 and _has_current_features(self.path)
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return self.with_features(images, batch_size, features=False)[0]
@@ -97,7 +103,7 @@ class OnnxScorer:
     def with_features(self, images: np.ndarray, batch_size: int = 512, features: bool = True):
         """-> (logits, features or None); for tiles the mean logit and the mean feature vector per image, as
         `scoring.score_with_features` (identical tiles scored once, chunks of at least one image's tiles)."""
-        from .scoring import cpu_chunk, tile_feature_mean, tile_mean
+        from .scoring import cpu_chunk, tile_mean
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
         features = features and self.has_features
@@ -120,13 +126,13 @@ class OnnxScorer:
 
         if images.ndim != 5:
             logits = flat_scores(images)
-            return logits, (np.concatenate(kept).astype(np.float32) if features and kept else None)
+            return logits, (aggregate(np.concatenate(kept), images) if features and kept else None)
         n, t = images.shape[:2]
         logits = tile_mean(lambda flat: flat_scores(flat, t), images)
         if not features:
             return logits, None
         f = np.concatenate(kept).astype(np.float32) if kept else np.zeros((0, 0), np.float32)
-        return logits, tile_feature_mean(f, images)
+        return logits, aggregate(f, images)
 
 
 class OpenVinoScorer(OnnxScorer):
@@ -148,7 +154,7 @@ class OpenVinoScorer(OnnxScorer):
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or cpu_threads()})
         self.request = self.compiled.create_infer_request()
-        self.has_features = len(self.compiled.outputs) > 1
+        self.has_features = len(self.compiled.outputs) > 1 and _has_current_features(self.path)
         self._lock = threading.Lock()  # one infer request: the server's threads take turns
 
     def _run(self, chunk: np.ndarray, features: bool) -> list[np.ndarray]:
@@ -264,25 +270,25 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
                 shutil.copy2(f, out_dir / f.name)
     path = out_dir / ONNX_FILE
     t0 = time.perf_counter()
-    features = wrapper.head is not None
+    features = wrapper.tap is not None
     torch.onnx.export(wrapper, (example,), str(path), input_names=["images_uint8"],
                       output_names=["logits", "features"] if features else ["logits"],
                       dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=opset, dynamo=True,
                       verbose=False, external_data=False)
-    _add_metadata(path, config)
+    _add_metadata(path, config, FEATURES if features else None)
     export_s = time.perf_counter() - t0
 
     rng = np.random.default_rng(seed)
     check = rng.integers(0, 256, (check_batch, 3, size, size), dtype=np.uint8)
     with torch.inference_mode():
         want = _FromUint8(model).eval()(torch.from_numpy(check)).numpy()
-        want_f = wrapper(torch.from_numpy(check))[1].numpy() if features else None
+        want_f = aggregate(wrapper(torch.from_numpy(check))[1].numpy(), check) if features else None
     got, got_f = OnnxScorer(path).with_features(check)
     diff = float(np.abs(got - want).max())
     if features:
         diff = max(diff, float(np.abs(got_f - want_f).max()))
     info = {"file": ONNX_FILE, "input": f"uint8 [batch, 3, {size}, {size}]",
-            "output": "logit per image" + (", features (input of the last Linear) per image" if features else ""),
+            "output": "logit per image" + (f", attribution features per image ({FEATURES})" if features else ""),
             "opset": opset, "preprocess": config["preprocess"], "temperature": config.get("temperature"),
             "logit_shift": config.get("logit_shift", 0.0), "threshold": config.get("threshold"), "check": {"images": check_batch, "max_abs_logit_diff": diff,
                                                             "tolerance": TOLERANCE},
@@ -294,14 +300,15 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
     return info
 
 
-def _add_metadata(path: Path, config: dict):
+def _add_metadata(path: Path, config: dict, features: str | None = None):
     """The .onnx file alone says how to feed it: preprocessing, calibration and operating point."""
     import onnx
 
     m = onnx.load(str(path))
     for key, value in {"synthcheck.preprocess": config["preprocess"], "synthcheck.temperature": config.get("temperature"),
                        "synthcheck.logit_shift": config.get("logit_shift", 0.0),
-                       "synthcheck.threshold": config.get("threshold"), "synthcheck.arch": config["arch"]}.items():
+                       "synthcheck.threshold": config.get("threshold"), "synthcheck.arch": config["arch"],
+                       **({"synthcheck.features": features} if features else {})}.items():
         p = m.metadata_props.add()
         p.key, p.value = key, json.dumps(value)
     onnx.save(m, str(path))

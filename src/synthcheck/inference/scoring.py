@@ -87,15 +87,6 @@ def tile_mean(score_flat, images) -> np.ndarray:
     return out
 
 
-def tile_feature_mean(flat_feats: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """Features of the tiles `tile_mean` scored (each distinct tile once, image by image) -> the mean per image."""
-    n, t = images.shape[:2]
-    if n == 0:
-        return flat_feats
-    same = (images == images[:, :1]).reshape(n, -1).all(1)
-    return np.stack([part.mean(0) for part in np.split(flat_feats, np.cumsum(np.where(same, 1, t))[:-1])])
-
-
 def cpu_chunk(side: int, bf16: bool = False) -> int:
     """Fixed CPU chunk: 64 (fp32) / 128 (bf16) images at 32 px, fewer for larger inputs so that a chunk's
     activations stay about as large (and a lone image is not padded to 64 full-size ones)."""
@@ -148,31 +139,25 @@ def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: 
 
 def score_with_features(model: torch.nn.Module, images, batch_size: int = 512, device: torch.device | None = None,
                         amp: bool = True, cpu_bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """`score_logits` plus each image's feature vector (the input of the model's last Linear layer; for tiles,
-    the mean over tiles), read by a forward hook from the same pass: no extra cost beyond keeping them."""
-    from ..models.registry import last_linear
+    """`score_logits` plus each image's attribution features (`models.features`: stage channel means, for tiles
+    their mean and std over the tiles), read by forward hooks from the same pass: no extra pass."""
+    from ..models.features import FeatureTap, aggregate
 
-    store: list[torch.Tensor] = []
-    handle = last_linear(model).register_forward_hook(lambda _m, inp, _out: store.append(inp[0].detach().float().cpu()))
-    try:
-        if getattr(images, "ndim", 4) == 5:  # the same tile_mean as score_logits: identical logits
-            images = np.asarray(images)
+    images = images if isinstance(images, torch.Tensor) else np.asarray(images)
+    with FeatureTap(model) as tap:
+        if images.ndim == 5:  # the same tile_mean as score_logits: identical logits
             flat_feats: list[np.ndarray] = []
 
             def score_flat(flat):
                 out = score_logits(model, flat, batch_size, device, amp, cpu_bf16, images.shape[1])
-                flat_feats.append(_kept(store, len(flat)))
-                store.clear()
+                flat_feats.append(_kept(tap.calls, len(flat)))
+                tap.calls.clear()
                 return out
 
             logits = tile_mean(score_flat, images)
-            feats = tile_feature_mean(flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32), images)
-        else:
-            logits = score_logits(model, images, batch_size, device, amp, cpu_bf16)
-            feats = _kept(store, len(images))
-    finally:
-        handle.remove()
-    return logits, feats
+            return logits, aggregate(flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32), images)
+        logits = score_logits(model, images, batch_size, device, amp, cpu_bf16)
+        return logits, aggregate(_kept(tap.calls, len(images)), images)
 
 
 def _kept(store: list[torch.Tensor], n: int) -> np.ndarray:

@@ -37,11 +37,12 @@ class InputAdapter(nn.Module):
 class Classifier(nn.Module):
     """adapter -> backbone -> one logit per image (shape [N])."""
 
-    def __init__(self, adapter: InputAdapter, backbone: nn.Module, target_layer: str):
+    def __init__(self, adapter: InputAdapter, backbone: nn.Module, target_layer: str, stage_layers: tuple = ()):
         super().__init__()
         self.adapter = adapter
         self.backbone = backbone
         self.target_layer = target_layer  # dotted name of the last conv stage, for Grad-CAM
+        self.stage_layers = tuple(stage_layers)  # stage ends whose channel means the attribution head reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.adapter(x)).reshape(-1)
@@ -108,6 +109,7 @@ class ModelInfo:
     build: Callable[[bool], tuple[nn.Module, str]]  # pretrained -> (backbone, target layer)
     pretrained_input: int | None  # input size the ImageNet weights expect
     supports_imagenet: bool
+    stages: tuple[str, ...] = ()  # attribution features (models/features.py); none: the last Linear's input
 
 
 def _tv(arch: str, head: Callable[[nn.Module], None], target: str):
@@ -166,7 +168,8 @@ register(ModelInfo("vgg16", "torchvision VGG-16, one-logit head", _tv("vgg16", _
 register(ModelInfo("efficientnet_b0", "torchvision EfficientNet-B0, one-logit head",
                    _tv("efficientnet_b0", _replace_last_classifier, "backbone.features.8"), 224, True))
 register(ModelInfo("mobilenet_v2", "torchvision MobileNetV2, one-logit head",
-                   _tv("mobilenet_v2", _replace_last_classifier, "backbone.features.18"), 224, True))
+                   _tv("mobilenet_v2", _replace_last_classifier, "backbone.features.18"), 224, True,
+                   tuple(f"backbone.features.{i}" for i in (3, 6, 10, 13, 16, 18))))
 
 
 def build_model(name: str, weights: str | None = None, input_size: int | None = None) -> tuple[Classifier, dict]:
@@ -190,7 +193,7 @@ def build_model(name: str, weights: str | None = None, input_size: int | None = 
         input_size = input_size or info.pretrained_input
     else:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if info.supports_imagenet else (CIFAKE_MEAN, CIFAKE_STD)
-    model = Classifier(InputAdapter(mean, std, input_size), backbone, target)
+    model = Classifier(InputAdapter(mean, std, input_size), backbone, target, info.stages)
     arch = {"name": name, "weights": "imagenet" if pretrained else None, "input_size": input_size}
     return model, arch
 

@@ -259,6 +259,7 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     from ..data.store import save_json
     from ..inference.scoring import score_with_features
     from ..models.checkpoint import load_model
+    from ..models.features import FEATURES
     from .config import as_tiles
     from .crossval import CrossvalConfig, load_pool
 
@@ -279,6 +280,7 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
                                    int(raw.get("seed", 0)), groups=groups)
     report["families_decided"] = summary
     head.info["families_decided"] = summary
+    head.info["features"] = FEATURES  # a Detector uses the head only with the same kind of features
     # what `evaluate` needs to name the expected answer of any AI group (merge, then families; thin -> unknown)
     head.info["group_family"] = {family_of(g): str(f) for g, f in zip(pool.pool.groups, fam) if str(g).startswith("ai:")}
     head.save(model_dir)
