@@ -24,13 +24,13 @@ from synthcheck.analysis.audit import _features
 from synthcheck.analysis.loso import own_calibration
 from synthcheck.data.folders import iter_source
 from synthcheck.data.groups import lookup, manifest_path, read_manifest
-from synthcheck.data.preprocess import PreprocessSpec, fit
+from synthcheck.data.preprocess import PreprocessSpec
 from synthcheck.data.store import digest, save_json
-from synthcheck.data.transforms import jpeg
+from synthcheck.data.transforms import CONDITIONS
 from synthcheck.inference.calibration import probabilities, selective_figures
 from synthcheck.inference.scoring import score_logits
 from synthcheck.models.checkpoint import load_model
-from synthcheck.training.crossval import CrossvalConfig, _fold_calibration, assign_folds, load_pool
+from synthcheck.training.crossval import CrossvalConfig, _fold_calibration, assign_folds, condition_tiles, load_pool
 
 
 def load_run(run: Path) -> tuple[CrossvalConfig, dict]:
@@ -100,35 +100,6 @@ def one_feature_study(feats: list[dict], labels, groups, folds: np.ndarray) -> d
     return out
 
 
-def _half(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS))
-
-
-def _crop(img: np.ndarray, side: int = 256) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = min(side, h, w)
-    t, l = (h - s) // 2, (w - s) // 2
-    return img[t:t + s, l:l + s]
-
-
-CONDITIONS = {
-    "as is": lambda a: a,
-    "all re-encoded JPEG 90": lambda a: jpeg(a, 90),
-    "all cut to 256 x 256": _crop,
-    "JPEG 75 (social)": lambda a: jpeg(a, 75),
-    "half size (social)": _half,
-}
-
-
-def transformed_tiles(images, idx: np.ndarray, fn, spec: PreprocessSpec) -> np.ndarray:
-    """The stored images `idx` (cropped back to their decoded size), transformed by `fn`, then tiled by the one
-    shared preprocessing function (`preprocess.fit`), as the model sees any image."""
-    side = images.images.shape[-1]
-    return np.stack([fit(fn(np.ascontiguousarray(images.images[i][:, :min(h, side), :min(w, side)].transpose(1, 2, 0))),
-                         spec) for i, (h, w) in zip(idx, images.sizes[idx])])
-
-
 def condition_study(run: Path, cfg: CrossvalConfig, pool, folds: np.ndarray, op: dict, conditions) -> dict:
     """The model's leave-sources-out figures when every image is transformed the same way."""
     spec = PreprocessSpec(cfg.train.crop, "tiles", tiles=cfg.train.tiles)
@@ -139,7 +110,7 @@ def condition_study(run: Path, cfg: CrossvalConfig, pool, folds: np.ndarray, op:
         logits = np.zeros(len(labels))
         for k, model in models.items():
             idx = np.flatnonzero(folds == k)
-            tiles = transformed_tiles(pool.pool, idx, CONDITIONS[name], spec)
+            tiles = condition_tiles(pool.pool, idx, name, spec)
             # centred on the fold's own operating point, as the report's left-out scores are
             z = np.load(run / f"fold_{k}" / "scores.npz")
             logits[idx] = own_calibration(score_logits(model, tiles, 256), *_fold_calibration(run / f"fold_{k}", z))

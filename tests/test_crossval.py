@@ -167,6 +167,34 @@ def test_loso_report_judges_each_family_by_a_band_fitted_on_the_others():
         assert selective_figures(p[m], labels[m], op["low"], op["high"])["confidently_wrong"] <= 0.10 + 1e-9
 
 
+def test_band_fitted_with_resized_copies_stays_safe_on_them():
+    """A model that drifts towards "ai" on smaller copies: a band fitted on the files alone is confidently wrong
+    on the copies' real photos; fitted with the copies too, it meets the limit on them (cross-fitted) and the
+    report's rows stay those of the files as they came."""
+    rng = np.random.default_rng(2)
+    logits, groups = [], []
+    for f, shift in (("gan", 3.0), ("sd", 2.5), ("mj", 2.0)):
+        logits += list(rng.normal(shift, 1, 60)); groups += [f"ai:{f}"] * 60
+    for f in ("coco", "cam", "phone"):
+        logits += list(rng.normal(-3, 1, 80)); groups += [f"real:{f}"] * 80
+    logits, groups = np.array(logits), np.array(groups)
+    labels = (np.char.find(groups, "ai:") == 0).astype(int)
+    fam = np.array([family_of(g) for g in groups])
+    small = logits + np.where(labels == 0, 4.0, 0.0)  # real photos look AI when small
+    plain = loso_report(logits, labels, groups, fam, np.array([""] * len(labels)))
+    from synthcheck.inference.calibration import probabilities
+    op = plain["operating_point"]
+    p_small = probabilities(small, op["temperature"])
+    assert (p_small[labels == 0] >= op["high"]).mean() > 0.10  # the plain band breaks on the copies
+
+    rep = loso_report(logits, labels, groups, fam, np.array([""] * len(labels)), conditions={"half size": small})
+    c = rep["conditions"]["half size"]
+    assert c["max_group_confidently_wrong"] <= 0.10 and c["confidently_wrong"] <= 0.05
+    assert rep["pooled"]["n"] == len(labels) and set(rep["groups"]) == set(groups)
+    assert rep["pooled"]["max_group_confidently_wrong"] <= 0.10
+    assert rep["operating_point"]["high"] > op["high"]  # "ai" now needs more
+
+
 def test_a_model_with_a_fitted_band_gives_verdicts_by_it(tmp_path):
     assert uncertain_range({"threshold": 0.6, "uncertain_band": 0.1}) == pytest.approx((0.5, 0.7))
     assert uncertain_range({"threshold": 0.6, "uncertain_band": 0.1, "abstain": {"low": 0.2, "high": 0.9}}) == (0.2, 0.9)
@@ -200,6 +228,16 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     # a rerun finds every fold done and only rebuilds the report
     again = run_crossval(cfg, tmp_path / "cv", progress=False)
     assert again["pooled"] == rep["pooled"]
+    # the band fitted on half-size copies too: each fold model re-scores its left-out images, kept beside its scores
+    cfg.band_conditions = ["half size (social)"]
+    halved = run_crossval(cfg, tmp_path / "cv", progress=False)
+    assert (tmp_path / "cv" / "fold_0" / "scores_half_size_social.npz").exists()
+    assert halved["pooled"]["roc_auc"] == rep["pooled"]["roc_auc"] and set(halved["conditions"]) == {"half size (social)"}
+    assert halved["conditions"]["half size (social)"]["max_group_confidently_wrong"] <= 0.10
+    cfg.band_conditions = ["blurred"]
+    with pytest.raises(ValueError, match="unknown condition"):
+        run_crossval(cfg, tmp_path / "cv", progress=False)
+    cfg.band_conditions = []
     det = Detector.load(tmp_path / "cv" / "fold_0" / "model")
     assert det.spec == PreprocessSpec(24, "tiles", tiles=2)
     assert Image.open(tmp_path / "cv" / "crossval.png").size[0] > 100

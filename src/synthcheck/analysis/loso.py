@@ -29,11 +29,15 @@ def own_calibration(logits: np.ndarray, temperature: float, threshold: float) ->
 
 
 def operating_point(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, max_wrong_group: float,
-                    max_wrong_pooled: float) -> dict:
-    """Temperature, threshold (equal error rate) and uncertain band, all fitted on these (left-out) scores."""
-    t = fit_temperature(logits, labels)
+                    max_wrong_pooled: float, as_is: np.ndarray | None = None) -> dict:
+    """Temperature, threshold (equal error rate) and uncertain band, all fitted on these (left-out) scores.
+    With `as_is` (a mask), temperature and threshold come from those rows only (the files as they came) and
+    the band from every row (their re-sized copies too): P(AI) stays calibrated for the files, and the band
+    is widened until it also holds on the copies."""
+    m = np.ones(len(labels), bool) if as_is is None else as_is
+    t = fit_temperature(logits[m], labels[m])
     p = probabilities(logits, t)
-    thr = choose_threshold(p, labels)["threshold"]
+    thr = choose_threshold(p[m], labels[m])["threshold"]
     band = fit_abstention(p, labels, groups, thr, max_wrong_pooled, max_wrong_group)
     return {"temperature": t, "threshold": thr, "low": band["low"], "high": band["high"],
             "fit_coverage": band["coverage"]}
@@ -42,39 +46,57 @@ def operating_point(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, 
 MARGINS = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.0)
 
 
-def _cross_fitted(logits, labels, groups, families, wg: float, wp: float) -> tuple[np.ndarray, np.ndarray]:
+def _cross_fitted(logits, labels, groups, families, wg: float, wp: float, as_is: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Verdicts (1 ai, 0 real, -1 uncertain) and P(AI) of each family under an operating point fitted on the
     other families' left-out scores."""
     probs = np.zeros(len(labels))
     low, high = np.zeros(len(labels)), np.zeros(len(labels))
     for f in np.unique(families):
         m = families == f
-        op = operating_point(logits[~m], labels[~m], groups[~m], wg, wp)
+        op = operating_point(logits[~m], labels[~m], groups[~m], wg, wp, as_is[~m])
         probs[m] = probabilities(logits[m], op["temperature"])
         low[m], high[m] = op["low"], op["high"]
     return np.where(probs >= high, 1, np.where(probs <= low, 0, -1)), probs
 
 
+def _wrong(v, labels, groups) -> tuple[float, float]:
+    """(worst group's, pooled) share of confidently wrong verdicts."""
+    wrong = (v >= 0) & (v != labels)
+    return max(wrong[groups == g].mean() for g in np.unique(groups)), wrong.mean()
+
+
 def loso_report(logits, labels, groups, families, categories, max_wrong_group: float = 0.10,
-                max_wrong_pooled: float = 0.05) -> dict:
+                max_wrong_pooled: float = 0.05, conditions: dict[str, np.ndarray] | None = None) -> dict:
     """Per-group and pooled figures of leave-sources-out scores, at an operating point cross-fitted by family
-    (each family judged by a band fitted on the other families' scores), and the point fitted on all."""
+    (each family judged by a band fitted on the other families' scores), and the point fitted on all.
+
+    `conditions`: the same images' left-out logits under other conditions (re-sized, re-encoded copies, in the
+    same order). The band is then fitted on all copies at once, each (group, condition) held to the per-group
+    limit (temperature and threshold on the files as they came), so that a band safe on the files as they came is also safe on the copies users share; the rows and
+    pooled figures stay those of the files as they came, and `conditions` in the report gives each copy's."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    n = len(logits)
     labels = np.asarray(labels).astype(int)
     groups = np.asarray(groups, dtype=str)
     families = np.asarray(families, dtype=str)
+    conditions = conditions or {}
+    fit_logits = np.concatenate([np.asarray(logits, np.float64)] + [np.asarray(c, np.float64) for c in conditions.values()])
+    fit_labels = np.tile(labels, 1 + len(conditions))
+    fit_groups = np.concatenate([groups] + [np.char.add(groups, f" @ {c}") for c in conditions])
+    fit_families = np.tile(families, 1 + len(conditions))
+    as_is = np.arange(len(fit_logits)) < n
     # The band is fitted with limits tightened (a fraction of the goal's) until the cross-fitted verdicts --
     # each family judged by a band fitted on the other families' scores -- meet the goal itself: a band that
     # only just meets the limits on the scores it was fitted on does not meet them on a new source.
     for margin in MARGINS:
         wg, wp = max_wrong_group * margin, max_wrong_pooled * margin
-        v, probs_cf = _cross_fitted(logits, labels, groups, families, wg, wp)
-        worst = max(((v[groups == g] >= 0) & (v[groups == g] != labels[groups == g])).mean() for g in np.unique(groups))
-        pooled_wrong = ((v >= 0) & (v != labels)).mean()
+        v_all, _ = _cross_fitted(fit_logits, fit_labels, fit_groups, fit_families, wg, wp, as_is)
+        worst, pooled_wrong = _wrong(v_all, fit_labels, fit_groups)
         if worst <= max_wrong_group and pooled_wrong <= max_wrong_pooled:
             break
-    final = operating_point(logits, labels, groups, wg, wp)
+    v = v_all[:n]
+    final = operating_point(fit_logits, fit_labels, fit_groups, wg, wp, as_is)
     final["fit_limits"] = {"max_wrong_group": wg, "max_wrong_pooled": wp, "margin": margin}
     probs_final = probabilities(logits, final["temperature"])
     real_scores = logits[labels == 0]
@@ -108,7 +130,13 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
               "real_groups_over_10pct_false_ai": [g for g, r in rows.items()
                                                   if r["label"] == "real" and r["called_ai"] > 0.10]}
     in_sample = selective_figures(probs_final, labels, final["low"], final["high"])
-    return {"groups": rows, "pooled": pooled, "operating_point": final,
+    by_condition = {}
+    for i, c in enumerate(conditions):
+        vc, lc = v_all[(i + 1) * n:(i + 2) * n], fit_logits[(i + 1) * n:(i + 2) * n]
+        worst_c, wrong_c = _wrong(vc, labels, groups)
+        by_condition[c] = {"roc_auc": float(roc_auc_score(labels, lc)), "coverage": float((vc >= 0).mean()),
+                           "confidently_wrong": float(wrong_c), "max_group_confidently_wrong": float(worst_c)}
+    return {"groups": rows, "pooled": pooled, "operating_point": final, "conditions": by_condition,
             "operating_point_in_sample": in_sample,
             "limits": {"max_wrong_group": max_wrong_group, "max_wrong_pooled": max_wrong_pooled},
             "by_category": _by_category(probs_final, labels, groups, categories, final["threshold"])}
@@ -154,6 +182,12 @@ def write_markdown(rep: dict, path: Path) -> None:
     for g, r in sorted(rep["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
         lines.append(f"| {g} | {r['label']} | {r['n']} | {_f(r.get('roc_auc'))} | {_f(r['coverage'], 2)} | "
                      f"{_f(r['confidently_wrong'], 2)} | {_f(r['called_ai'], 2)} | {_f(r['called_ai_at_threshold'], 2)} |")
+    if rep.get("conditions"):
+        lines += ["", "The band was also fitted on every left-out image re-scored as below (each group under each "
+                  "condition held to the same limit); the same cross-fitted verdicts on those copies:", "",
+                  "| copy | ROC-AUC | answered | confidently wrong | worst group |", "|---|---|---|---|---|"]
+        lines += [f"| {c} | {_f(v['roc_auc'])} | {_f(v['coverage'], 3)} | {_f(v['confidently_wrong'], 3)} | "
+                  f"{_f(v['max_group_confidently_wrong'], 2)} |" for c, v in rep["conditions"].items()]
     for f, cats in rep.get("by_category", {}).items():
         lines += ["", f"Content held equal in `{f}` (ROC-AUC of its AI vs its real images, per category):", "",
                   "| category | n AI | n real | ROC-AUC |", "|---|---|---|---|"]

@@ -157,6 +157,9 @@ def crossval(
     no_ai: bool = typer.Option(False, "--no-train-ai", help="ablation: train without the pool's generated images"),
     no_pairs: bool = typer.Option(False, "--no-pairs", help="ablation: train without the aligned pairs"),
     no_social: bool = typer.Option(False, "--no-social-aug", help="ablation: no JPEG/downscale/blur augmentation"),
+    band_condition: List[str] = typer.Option([], "--band-condition", help="also fit the band on the left-out images "
+                                             "re-scored so (e.g. 'half size (social)', 'all cut to 256 x 256'); "
+                                             "adds to the config's band_conditions"),
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="for smoke tests"),
     final: bool = typer.Option(False, "--final", help="then train the model to ship on every group (OUT/final/model), "
@@ -179,6 +182,7 @@ def crossval(
             cfg.pairs = []
         if no_social:
             cfg.train.augment.jpeg = cfg.train.augment.downscale = cfg.train.augment.blur = 0.0
+        cfg.band_conditions = list(dict.fromkeys([*cfg.band_conditions, *band_condition]))
         if epochs:
             cfg.train.epochs = epochs
         if max_steps_per_epoch:

@@ -65,3 +65,29 @@ def apply_damage(images: np.ndarray, name: str, level, spec, rng: np.random.Gene
         return flat.reshape(images.shape)
     fn = DAMAGE[name][0]
     return np.stack([load_image(fn(im, level, rng), spec) for im in images.transpose(0, 2, 3, 1)])
+
+
+def half_size(img: np.ndarray) -> np.ndarray:
+    """Shared at half size (what a messaging app or a social feed does to a photo)."""
+    h, w = img.shape[:2]
+    return np.asarray(Image.fromarray(img).resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS))
+
+
+def centre_crop(img: np.ndarray, side: int = 256) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = min(side, h, w)
+    t, l = (h - s) // 2, (w - s) // 2
+    return img[t:t + s, l:l + s]
+
+
+# The ways a user's copy of an image differs from the file a model trained on. The leave-sources-out study
+# re-scores every left-out image under each (scripts/shortcut_study.py), and the photo model's uncertain band
+# can be fitted on some of them too (`band_conditions` in a crossval config), so that "confident" holds on
+# re-sized copies and not only on the files as they came.
+CONDITIONS = {
+    "as is": lambda a: a,
+    "all re-encoded JPEG 90": lambda a: jpeg(a, 90),
+    "all cut to 256 x 256": centre_crop,
+    "JPEG 75 (social)": lambda a: jpeg(a, 75),
+    "half size (social)": half_size,
+}

@@ -44,6 +44,8 @@ class CrossvalConfig:
     hold_out: str | None = None             # file of names kept out of the final model (its held-out test part)
     max_wrong_group: float = 0.10           # operating-point limits on the left-out scores
     max_wrong_pooled: float = 0.05
+    band_conditions: list[str] = field(default_factory=list)  # data.transforms.CONDITIONS also fitted on: the
+                                            # left-out images re-scored so transformed, each (group, condition) a group
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -195,14 +197,18 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     if len(done) < cfg.folds:
         return {"folds_done": done, "complete": False}
     logits, raw = np.full(len(pool.pool), np.nan), np.full(len(pool.pool), np.nan)
+    conditioned = {c: np.full(len(pool.pool), np.nan) for c in cfg.band_conditions}
     for k in range(cfg.folds):
         z = np.load(out / f"fold_{k}" / "scores.npz")
         if not np.array_equal(z["digests"], pool.pool.digests[z["index"]]):
             raise ValueError(f"{out}/fold_{k}: scores were made on other data; remove the folder to redo it")
+        centre = _fold_calibration(out / f"fold_{k}", z)
         raw[z["index"]] = z["logits"]
-        logits[z["index"]] = own_calibration(z["logits"], *_fold_calibration(out / f"fold_{k}", z))
+        logits[z["index"]] = own_calibration(z["logits"], *centre)
+        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z["index"], cfg.band_conditions, spec).items():
+            conditioned[c][z["index"]] = own_calibration(zc, *centre)
     report = loso_report(logits, pool.pool.labels, pool.pool.groups, pool.families, pool.categories,
-                         cfg.max_wrong_group, cfg.max_wrong_pooled)
+                         cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned)
     report["folds"] = {str(k): sorted(f for f, v in fold_of.items() if v == k) for k in range(cfg.folds)}
     report["config"] = cfg.to_dict()
     report["training_only"] = {"n": 0 if pool.extra is None else len(pool.extra),
@@ -213,6 +219,40 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     write_markdown(report, out / "crossval.md")
     plot_report(report, out / "crossval.png")
     return report
+
+
+def condition_tiles(images: ImageSet, idx: np.ndarray, condition: str, spec) -> np.ndarray:
+    """The stored images `idx` (cropped back to their decoded size), transformed as `data.transforms.CONDITIONS`
+    names, then tiled by the one shared preprocessing function, as the model sees any image."""
+    from ..data.preprocess import fit
+    from ..data.transforms import CONDITIONS
+
+    fn, side = CONDITIONS[condition], images.images.shape[-1]
+    return np.stack([fit(fn(np.ascontiguousarray(images.images[i][:, :min(h, side), :min(w, side)].transpose(1, 2, 0))),
+                         spec) for i, (h, w) in zip(idx, images.sizes[idx])])
+
+
+def _condition_scores(fdir: Path, images: ImageSet, idx: np.ndarray, conditions: list[str], spec) -> dict:
+    """A fold model's raw logits on its left-out images under each condition, kept beside its scores."""
+    from ..data.transforms import CONDITIONS
+    from ..inference.scoring import score_logits
+    from ..models.checkpoint import load_model
+
+    out, model = {}, None
+    for c in conditions:
+        if c not in CONDITIONS:
+            raise ValueError(f"band_conditions: unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
+        path = fdir / f"scores_{c.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
+        if path.exists() and np.array_equal(np.load(path)["index"], idx):
+            out[c] = np.load(path)["logits"]
+            continue
+        if model is None:
+            model = load_model(fdir / "model")[0]
+        log.info("%s: left-out images re-scored as %r", fdir.name, c)
+        out[c] = np.concatenate([score_logits(model, condition_tiles(images, part, c, spec), batch_size=256)
+                                 for part in np.array_split(idx, max(1, len(idx) // 256))])
+        np.savez(path, index=idx, logits=out[c])
+    return out
 
 
 def _fold_calibration(fdir: Path, z) -> tuple[float, float]:
@@ -291,7 +331,9 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         "abstain": {"low": op["low"], "high": op["high"], "max_wrong_group": cfg.max_wrong_group,
                     "max_wrong_pooled": cfg.max_wrong_pooled},
         "calibrated_on": f"leave-sources-out scores of {cfg.folds} cross-validation models ({report['pooled']['n']} images, "
-                         f"{len(report['groups'])} source groups), not same-source validation images",
+                         f"{len(report['groups'])} source groups"
+                         + (f"; each also re-scored {' and '.join(repr(c) for c in cfg.band_conditions)}"
+                            if cfg.band_conditions else "") + "), not same-source validation images",
         "command": command or config.get("command"),
         "crossval_proxy": {"epochs": report["config"]["train"]["epochs"], "final_epochs": cfg.train.epochs},
         "domain_rule": "warn",  # the band was fitted on unseen sources: size/aspect warnings inform, never decide
