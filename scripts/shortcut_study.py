@@ -155,7 +155,8 @@ def write_markdown(res: dict, path: Path) -> None:
         lines += [f"| {k} | {v['roc_auc']:.3f} | {v['mean_ai_group_roc_auc']:.3f} |" for k, v in res["one_feature"].items()]
     for run, entry in res["runs"].items():
         lines += ["", f"Model `{run}`, every image transformed the same way, scored by the fold model that never saw its "
-                  "source (operating point: the one fitted on the as-is left-out scores):", "",
+                  "source (operating point: the run's own, from its crossval.json, fitted on all families' left-out scores; "
+                  "not cross-fitted):", "",
                   "| condition | pooled ROC-AUC | mean ROC-AUC over AI groups | answered | confidently wrong | worst group |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['roc_auc']:.3f} | {v['mean_ai_group_roc_auc']:.3f} | {v['coverage']:.2f} | "

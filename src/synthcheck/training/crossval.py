@@ -338,7 +338,7 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         "crossval_proxy": {"epochs": report["config"]["train"]["epochs"], "final_epochs": cfg.train.epochs},
         "domain_rule": "warn",  # the band was fitted on unseen sources: size/aspect warnings inform, never decide
         "crossval": {"pooled": report["pooled"], "groups": report["groups"], "folds": report["folds"],
-                     "by_category": report.get("by_category", {})},
+                     "by_category": report.get("by_category", {}), "conditions": report.get("conditions", {})},
     })
     model, _ = load_model(out / "model")
     if test is not None:
