@@ -82,6 +82,8 @@ def aggregate(flat_feats: np.ndarray, images: np.ndarray) -> np.ndarray:
     n, t = images.shape[:2]
     if n == 0:
         return np.zeros((0, 2 * (flat_feats.shape[1] if flat_feats.ndim == 2 else 0)), np.float32)
-    same = (images == images[:, :1]).reshape(n, -1).all(1)
+    from ..inference.scoring import identical_tiles
+
+    same = identical_tiles(images)
     parts = np.split(flat_feats, np.cumsum(np.where(same, 1, t))[:-1])
     return np.stack([np.concatenate([p.mean(0), p.std(0)]) for p in parts]).astype(np.float32)
