@@ -270,3 +270,21 @@ def test_robustness_report_runs_on_a_tiled_model(two_models, tmp_path):
     assert rep["n"] == 12 and set(rep["damage"]) >= {"jpeg", "resize", "blur"}
     assert 0 <= rep["attacks"]["pgd"]["2"]["accuracy"] <= rep["clean"]["accuracy"]
     assert (tmp_path / "rob" / "robustness.png").exists() and (tmp_path / "rob" / "adversarial_examples.png").exists()
+
+
+def test_identical_tiles_needs_every_tile_equal_not_only_the_first_and_last():
+    """A small image (all tiles one and the same) is scored once; an image whose first and last tiles happen
+    to match but whose others differ is scored tile by tile."""
+    from synthcheck.data.preprocess import identical_tiles
+    from synthcheck.inference.scoring import tile_mean
+
+    rng = np.random.default_rng(0)
+    one = np.repeat(rng.integers(0, 255, (1, 1, 3, 8, 8), dtype=np.uint8), 4, axis=1)
+    ends = one.copy()
+    ends[0, 1] = 255 - ends[0, 1]
+    varied = rng.integers(0, 255, (1, 4, 3, 8, 8), dtype=np.uint8)
+    imgs = np.concatenate([one, ends, varied])
+    assert identical_tiles(imgs).tolist() == [True, False, False]
+    seen = []
+    tile_mean(lambda flat: (seen.append(len(flat)), np.arange(len(flat), dtype=np.float32))[1], imgs)
+    assert seen == [1 + 4 + 4]

@@ -319,6 +319,17 @@ def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = Non
     return (fit(arr, spec), size) if return_size else fit(arr, spec)
 
 
+def identical_tiles(images: np.ndarray) -> np.ndarray:
+    """[N,T,3,S,S] -> per image, whether all its tiles are one and the same (an image no larger than a tile).
+    The last tile is compared with the first before the full check: comparing every tile of every image
+    took 26 ms per 120 photos, as long as the attribution head's whole cost (BENCHMARKS.md)."""
+    n = images.shape[0]
+    same = (images[:, -1] == images[:, 0]).reshape(n, -1).all(1)
+    for i in np.flatnonzero(same):
+        same[i] = bool((images[i] == images[i, :1]).all())
+    return same
+
+
 def fit(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Decoded HxWx3 RGB -> the model's uint8 input: [3,S,S], or [T,3,S,S] when the spec tiles."""
     if spec.tiles > 1:

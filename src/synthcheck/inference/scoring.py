@@ -8,6 +8,8 @@ import os
 import numpy as np
 import torch
 
+from ..data.preprocess import identical_tiles
+
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -67,17 +69,6 @@ def resolve_precision(precision: str, device: torch.device, backend: str = "torc
 
 CPU_CHUNK = 64         # fp32
 CPU_CHUNK_BF16 = 128   # bf16 gains ~4% more from the larger chunk
-
-
-def identical_tiles(images: np.ndarray) -> np.ndarray:
-    """[N,T,3,S,S] -> per image, whether all its tiles are one and the same (an image no larger than a tile).
-    The last tile is compared with the first before the full check: comparing every tile of every image
-    took 26 ms per 120 photos, as long as the attribution head's whole cost (BENCHMARKS.md)."""
-    n = images.shape[0]
-    same = (images[:, -1] == images[:, 0]).reshape(n, -1).all(1)
-    for i in np.flatnonzero(same):
-        same[i] = bool((images[i] == images[i, :1]).all())
-    return same
 
 
 def tile_mean(score_flat, images) -> np.ndarray:

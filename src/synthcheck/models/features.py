@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.preprocess import identical_tiles
+
 FEATURES = "stage-means+tile-std/v2"  # stored with the head and the ONNX graph: a head reads only its own kind
 
 
@@ -82,8 +84,6 @@ def aggregate(flat_feats: np.ndarray, images: np.ndarray) -> np.ndarray:
     n, t = images.shape[:2]
     if n == 0:
         return np.zeros((0, 2 * (flat_feats.shape[1] if flat_feats.ndim == 2 else 0)), np.float32)
-    from ..inference.scoring import identical_tiles
-
     same = identical_tiles(images)
     parts = np.split(flat_feats, np.cumsum(np.where(same, 1, t))[:-1])
     return np.stack([np.concatenate([p.mean(0), p.std(0)]) for p in parts]).astype(np.float32)
