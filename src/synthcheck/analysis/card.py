@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..data.store import save_json
+from .loso import conditions_table
 
 
 def _pct(x):
@@ -151,12 +152,7 @@ def crossval_section(config: dict) -> list[str]:
         auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}"
         lines.append(f"| {g} | {r['n']} | {auc} | {100 * r['coverage']:.0f}% | {100 * r['confidently_wrong']:.0f}% | "
                      f"{100 * r['called_ai']:.0f}% |")
-    if cv.get("conditions"):
-        lines += ["", "The band was also fitted on every left-out image re-scored as a copy (each source group under each "
-                  "copy held to the same limit); the same cross-fitted verdicts on those copies:", "",
-                  "| copy | ROC-AUC | answered | confidently wrong | worst group |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {v['roc_auc']:.3f} | {100 * v['coverage']:.1f}% | {100 * v['confidently_wrong']:.1f}% | "
-                  f"{100 * v['max_group_confidently_wrong']:.1f}% |" for c, v in cv["conditions"].items()]
+    lines += conditions_table(cv.get("conditions"))
     proxy = config.get("crossval_proxy")
     if proxy and proxy["epochs"] != proxy["final_epochs"]:
         lines += ["", f"The cross-validation models trained {proxy['epochs']} epochs, this model {proxy['final_epochs']}: "

@@ -166,6 +166,17 @@ def _f(v, d=3):
     return "-" if v is None else f"{v:.{d}f}"
 
 
+def conditions_table(conditions: dict | None) -> list[str]:
+    """Markdown lines: the cross-fitted figures on the copies the band was also fitted on (report and card)."""
+    if not conditions:
+        return []
+    return ["", "The band was also fitted on every left-out image re-scored as a copy (each source group under each "
+            "copy held to the same limit); the same cross-fitted verdicts on those copies:", "",
+            "| copy | ROC-AUC | answered | confidently wrong | worst group |", "|---|---|---|---|---|"] + [
+        f"| {c} | {v['roc_auc']:.3f} | {100 * v['coverage']:.1f}% | {100 * v['confidently_wrong']:.1f}% | "
+        f"{100 * v['max_group_confidently_wrong']:.1f}% |" for c, v in conditions.items()]
+
+
 def write_markdown(rep: dict, path: Path) -> None:
     op, pooled = rep["operating_point"], rep["pooled"]
     lines = ["# Leave-sources-out cross-validation", "",
@@ -182,12 +193,7 @@ def write_markdown(rep: dict, path: Path) -> None:
     for g, r in sorted(rep["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
         lines.append(f"| {g} | {r['label']} | {r['n']} | {_f(r.get('roc_auc'))} | {_f(r['coverage'], 2)} | "
                      f"{_f(r['confidently_wrong'], 2)} | {_f(r['called_ai'], 2)} | {_f(r['called_ai_at_threshold'], 2)} |")
-    if rep.get("conditions"):
-        lines += ["", "The band was also fitted on every left-out image re-scored as below (each group under each "
-                  "condition held to the same limit); the same cross-fitted verdicts on those copies:", "",
-                  "| copy | ROC-AUC | answered | confidently wrong | worst group |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {_f(v['roc_auc'])} | {_f(v['coverage'], 3)} | {_f(v['confidently_wrong'], 3)} | "
-                  f"{_f(v['max_group_confidently_wrong'], 2)} |" for c, v in rep["conditions"].items()]
+    lines += conditions_table(rep.get("conditions"))
     for f, cats in rep.get("by_category", {}).items():
         lines += ["", f"Content held equal in `{f}` (ROC-AUC of its AI vs its real images, per category):", "",
                   "| category | n AI | n real | ROC-AUC |", "|---|---|---|---|"]
