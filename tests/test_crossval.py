@@ -231,7 +231,8 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     # the band fitted on half-size copies too: each fold model re-scores its left-out images, kept beside its scores
     cfg.band_conditions = ["half size (social)"]
     halved = run_crossval(cfg, tmp_path / "cv", progress=False)
-    assert (tmp_path / "cv" / "fold_0" / "scores_half_size_social.npz").exists()
+    cached = np.load(tmp_path / "cv" / "fold_0" / "scores_half_size_social.npz")
+    assert len(cached["logits"]) == len(cached["index"]) and len(str(cached["made_with"])) == 40  # tied to the fold's scores
     assert halved["pooled"]["roc_auc"] == rep["pooled"]["roc_auc"] and set(halved["conditions"]) == {"half size (social)"}
     assert halved["conditions"]["half size (social)"]["max_group_confidently_wrong"] <= 0.10
     cfg.band_conditions = ["blurred"]

@@ -205,7 +205,7 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
         centre = _fold_calibration(out / f"fold_{k}", z)
         raw[z["index"]] = z["logits"]
         logits[z["index"]] = own_calibration(z["logits"], *centre)
-        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z["index"], cfg.band_conditions, spec).items():
+        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z, cfg.band_conditions, spec).items():
             conditioned[c][z["index"]] = own_calibration(zc, *centre)
     report = loso_report(logits, pool.pool.labels, pool.pool.groups, pool.families, pool.categories,
                          cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned)
@@ -232,26 +232,32 @@ def condition_tiles(images: ImageSet, idx: np.ndarray, condition: str, spec) -> 
                          spec) for i, (h, w) in zip(idx, images.sizes[idx])])
 
 
-def _condition_scores(fdir: Path, images: ImageSet, idx: np.ndarray, conditions: list[str], spec) -> dict:
-    """A fold model's raw logits on its left-out images under each condition, kept beside its scores."""
+def _condition_scores(fdir: Path, images: ImageSet, scores, conditions: list[str], spec) -> dict:
+    """A fold model's raw logits on its left-out images under each condition, kept beside its scores (and
+    redone when the fold's own scores changed, i.e. the fold model was retrained)."""
+    import hashlib
+
     from ..data.transforms import CONDITIONS
     from ..inference.scoring import score_logits
     from ..models.checkpoint import load_model
 
-    out, model = {}, None
+    out, model, idx = {}, None, scores["index"]
+    made_with = hashlib.sha1(np.ascontiguousarray(scores["logits"]).tobytes()).hexdigest()
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f"band_conditions: unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
         path = fdir / f"scores_{c.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
-        if path.exists() and np.array_equal(np.load(path)["index"], idx):
-            out[c] = np.load(path)["logits"]
-            continue
+        if path.exists():
+            cached = np.load(path)
+            if np.array_equal(cached["index"], idx) and str(cached.get("made_with", "")) in (made_with, ""):
+                out[c] = cached["logits"]
+                continue
         if model is None:
             model = load_model(fdir / "model")[0]
         log.info("%s: left-out images re-scored as %r", fdir.name, c)
         out[c] = np.concatenate([score_logits(model, condition_tiles(images, part, c, spec), batch_size=256)
                                  for part in np.array_split(idx, max(1, len(idx) // 256))])
-        np.savez(path, index=idx, logits=out[c])
+        np.savez(path, index=idx, logits=out[c], made_with=made_with)
     return out
 
 
