@@ -253,3 +253,28 @@ def test_an_openvino_that_fails_to_compile_falls_back_to_onnx_runtime(monkeypatc
         det = Detector.load("photo")
     assert (det.backend, det.precision) == ("onnx", "fp32")
     assert det.predict([str(SAMPLES[0])])[0].error is None
+
+
+def test_a_graph_without_todays_feature_metadata_scores_but_gives_no_features(tmp_path):
+    """Both runtimes read `synthcheck.features` from the model they loaded: a graph exported before the stage
+    features (its second output is another vector) still scores, and names no generator from pixels."""
+    import onnx
+
+    from synthcheck.inference.export import OnnxScorer, OpenVinoScorer
+
+    model, arch_cfg = build_model("cnn")
+    config = {"arch": arch_cfg, "preprocess": {"image_size": 32, "resize_policy": "resize", "version": 1}}
+    save_model(model.eval(), tmp_path / "m", config)
+    export_onnx(tmp_path / "m", tmp_path / "new")
+    old = onnx.load(str(tmp_path / "new" / "model.onnx"))
+    kept = [p for p in old.metadata_props if p.key != "synthcheck.features"]
+    del old.metadata_props[:]
+    old.metadata_props.extend(kept)
+    onnx.save(old, str(tmp_path / "old.onnx"))
+    x = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    runtimes = [OnnxScorer] + ([lambda p: OpenVinoScorer(p, "fp32")] if openvino_available() else [])
+    for make in runtimes:
+        new, stale = make(tmp_path / "new" / "model.onnx"), make(tmp_path / "old.onnx")
+        assert new.has_features and not stale.has_features
+        logits, feats = stale.with_features(x)
+        assert feats is None and np.allclose(logits, new(x), atol=1e-5)

@@ -321,8 +321,9 @@ def load_image(source: ImageSource, spec: PreprocessSpec, name: str | None = Non
 
 def identical_tiles(images: np.ndarray) -> np.ndarray:
     """[N,T,3,S,S] -> per image, whether all its tiles are one and the same (an image no larger than a tile).
-    The last tile is compared with the first before the full check: comparing every tile of every image
-    took 26 ms per 120 photos, as long as the attribution head's whole cost (BENCHMARKS.md)."""
+    The last tile is compared with the first before the full check, so a batch of full-size photos costs one
+    tile comparison per image instead of all of them (that full comparison was the attribution head's
+    measurable cost: BENCHMARKS.md)."""
     n = images.shape[0]
     same = (images[:, -1] == images[:, 0]).reshape(n, -1).all(1)
     for i in np.flatnonzero(same):

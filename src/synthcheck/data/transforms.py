@@ -9,6 +9,8 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .preprocess import fit_to_size
+
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
@@ -74,10 +76,8 @@ def half_size(img: np.ndarray) -> np.ndarray:
 
 
 def centre_crop(img: np.ndarray, side: int = 256) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = min(side, h, w)
-    t, l = (h - s) // 2, (w - s) // 2
-    return img[t:t + s, l:l + s]
+    """The centre side x side native pixels (the whole short side when smaller)."""
+    return fit_to_size(img, min(side, *img.shape[:2]), "crop")
 
 
 # The ways a user's copy of an image differs from the file a model trained on. The leave-sources-out study

@@ -62,13 +62,11 @@ def _with_features(model: torch.nn.Module, size: int) -> _FromUint8:
     return both if same else plain
 
 
-def _has_current_features(path: Path) -> bool:
-    """The graph's second output is this version's attribution features (older graphs carry the last Linear's
-    input, which today's heads do not read: such a graph scores, and the generator comes from PyTorch)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return meta.get("synthcheck.features") == json.dumps(FEATURES)
+def _is_current(value: str | None) -> bool:
+    """The graph's `synthcheck.features` metadata names this version's attribution features (older graphs
+    carry the last Linear's input, which today's heads do not read: such a graph scores, and the generator
+    comes from PyTorch). Each runtime reads the metadata from the model it already loaded."""
+    return value == json.dumps(FEATURES)
 
 
 def _session(path: Path, threads: int | None = None):
@@ -92,7 +90,8 @@ class OnnxScorer:
         self.path = Path(path)
         self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
-        self.has_features = len(self.session.get_outputs()) > 1 and _has_current_features(self.path)
+        self.has_features = len(self.session.get_outputs()) > 1 and _is_current(
+            self.session.get_modelmeta().custom_metadata_map.get("synthcheck.features"))
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return self.with_features(images, batch_size, features=False)[0]
@@ -150,11 +149,14 @@ class OpenVinoScorer(OnnxScorer):
 
         self.path, self.precision = Path(path), precision
         core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", {
+        graph = core.read_model(str(self.path))
+        key = ["framework", "synthcheck.features"]
+        self.compiled = core.compile_model(graph, "CPU", {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or cpu_threads()})
         self.request = self.compiled.create_infer_request()
-        self.has_features = len(self.compiled.outputs) > 1 and _has_current_features(self.path)
+        self.has_features = len(self.compiled.outputs) > 1 and graph.has_rt_info(key) and _is_current(
+            graph.get_rt_info(key).astype(str))
         self._lock = threading.Lock()  # one infer request: the server's threads take turns
 
     def _run(self, chunk: np.ndarray, features: bool) -> list[np.ndarray]:
