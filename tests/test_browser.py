@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from synthcheck.inference.detector import Detector
+from synthcheck.inference.metadata import history_summary, is_file_history
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "src" / "synthcheck" / "samples"
@@ -163,7 +164,10 @@ def test_cards_overlay_and_keyboard_upload(server, browser, predictions, tmp_pat
             assert pred.generator["name"] in c.locator(".sc-generator").inner_text()
         assert c.locator(".sc-evidence").count() == 1
         for e in pred.evidence:
-            assert e["value"][:20] in c.locator(".sc-evidence").inner_text()
+            if not is_file_history(e):
+                assert e["value"][:20] in c.locator(".sc-evidence").inner_text()
+        if history_summary(pred.evidence):
+            assert history_summary(pred.evidence)[1:40] in c.locator(".sc-file").inner_text()
     assert "metadata" in seen["my upload.png"].locator(".sc-reason").inner_text()
     error = seen[broken.name]
     assert error.get_attribute("data-verdict") == "error"

@@ -4,7 +4,12 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
-from synthcheck.inference.metadata import Evidence, combine_verdict, inspect
+from synthcheck.inference.metadata import Evidence, combine_verdict, inspect, is_file_history
+
+
+def metadata_items(data: bytes) -> list:
+    """inspect() less the file-history and nothing-found items (tests/test_file_evidence.py covers those)."""
+    return [e for e in inspect(data) if not is_file_history(e)]
 
 
 def png_with_text(**chunks) -> bytes:
@@ -37,19 +42,19 @@ A1111 = "a cat in a hat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, C
     ({"invokeai_metadata": "{}"}, "InvokeAI"),
 ])
 def test_generator_png_chunks_are_strong_ai_evidence(chunks, note):
-    ev = inspect(png_with_text(**chunks))
+    ev = metadata_items(png_with_text(**chunks))
     assert ev and all(e.indicates == "ai" and e.strength == "strong" for e in ev)
     assert any(note in e.note for e in ev)
 
 
 def test_ordinary_text_chunks_are_not_evidence():
-    assert inspect(png_with_text(prompt="holiday photo", parameters="exposure 1/200", Title="Beach")) == []
+    assert metadata_items(png_with_text(prompt="holiday photo", parameters="exposure 1/200", Title="Beach")) == []
 
 
 def test_exif_software_and_camera():
-    ev = inspect(jpeg_with_exif(Software="Adobe Firefly 2"))
+    ev = metadata_items(jpeg_with_exif(Software="Adobe Firefly 2"))
     assert [(e.indicates, e.strength) for e in ev] == [("ai", "moderate")]
-    ev = inspect(jpeg_with_exif(Software="Adobe Photoshop 25.0", Make="Canon", Model="EOS R5"))
+    ev = metadata_items(jpeg_with_exif(Software="Adobe Photoshop 25.0", Make="Canon", Model="EOS R5"))
     assert {(e.indicates, e.strength) for e in ev} == {("edited", "info"), ("camera", "weak")}
 
 
@@ -60,14 +65,14 @@ def test_xmp_iptc_digital_source_type():
            b'</rdf:RDF></x:xmpmeta>')
     b = io.BytesIO()
     Image.new("RGB", (16, 16)).save(b, "JPEG", xmp=xmp)
-    ev = inspect(b.getvalue())
+    ev = metadata_items(b.getvalue())
     assert [(e.field, e.indicates, e.strength) for e in ev] == [("Iptc4xmpExt:DigitalSourceType", "ai", "strong")]
 
 
 def test_no_metadata_is_no_evidence_and_garbage_never_raises():
     b = io.BytesIO()
     Image.new("RGB", (16, 16)).save(b, "JPEG")
-    assert inspect(b.getvalue()) == []
+    assert metadata_items(b.getvalue()) == []
     assert inspect(b"not an image at all") == []
 
 

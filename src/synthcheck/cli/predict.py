@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ..inference.attribution import generator_note
+from ..inference.metadata import history_summary, is_file_history
 from .common import BACKEND_HELP, PRECISION_HELP, _display, _expand, _fail, _load_detector, _setup_logging, console, err
 
 def predict(
@@ -143,7 +144,10 @@ def predict(
         for p in rows[:1000]:
             if p.ok:
                 colour = {"ai": "red", "real": "green"}.get(p.verdict, "yellow")
-                notes = [f"{e['strength']} {e['indicates']} evidence: {e['note']} ({e['field']})" for e in p.evidence]
+                notes = [f"{e['strength']} {e['indicates']} evidence: {e['note']} ({e['field']})" for e in p.evidence
+                         if not is_file_history(e)]
+                if history_summary(p.evidence):
+                    notes.append("file: " + history_summary(p.evidence))
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
                 if p.generator:
                     notes.append(generator_note(p.generator))
@@ -189,7 +193,8 @@ def _predict_ray(files, missing, out, model, workers, batch_size, shard_size, ba
 
 def inspect(paths: List[str] = typer.Argument(..., help="image files, folders or globs"),
             as_json: bool = typer.Option(False, "--json")):
-    """Metadata and provenance evidence (C2PA, EXIF/XMP, generator text chunks), reported apart from pixels."""
+    """Metadata and provenance evidence (C2PA, EXIF/XMP, generator text chunks, generator watermarks, JPEG history),
+    reported apart from the pixel score."""
     import json
 
     from ..inference.metadata import inspect as inspect_file
@@ -212,4 +217,6 @@ def inspect(paths: List[str] = typer.Argument(..., help="image files, folders or
         for e in ev:
             t.add_row(e["source"], e["field"], e["value"], e["indicates"], e["strength"], e["note"])
         console.print(t if ev else f"{f}: no metadata evidence (absence is not evidence either way)")
+        if history_summary(ev):
+            console.print(f"file: {history_summary(ev)}", soft_wrap=True)
     raise typer.Exit(1 if missing else 0)

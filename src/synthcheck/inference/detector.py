@@ -334,7 +334,8 @@ class Detector:
             arr = decode_image(src, name, max_pixels=self.max_pixels)
             size = arr.shape[:2]
             det, route = self.route(*size)
-            evidence = inspect(src) if self.metadata and isinstance(src, (bytes, bytearray, memoryview)) else []
+            evidence = (inspect(src, name, pixels=arr) if self.metadata and isinstance(src, (bytes, bytearray, memoryview))
+                        else [])
             return {"pixels": fit(arr, det.spec), "size": size, "evidence": evidence, "data": src,
                     "detector": det, "route": route}
         except ImageError as e:

@@ -1,9 +1,11 @@
-"""Metadata and provenance evidence (C2PA, EXIF/XMP, generator text chunks), kept apart from the pixel score.
+"""Evidence from the file rather than the pixel score: C2PA, EXIF/XMP, generator text chunks, open generators'
+invisible watermarks (watermark.py) and the JPEG's compression history (jpeg_history.py).
 
 Metadata is easy to strip and easy to forge, so it is reported as evidence with a
 stated strength, never folded into the probability. Missing metadata is never
-evidence either way (most platforms strip it). The combination rule is
-`combine_verdict`, documented there and in the README.
+evidence either way (most platforms strip it). File history is information only
+("history"), never a verdict. The combination rule is `combine_verdict`,
+documented there and in docs/guides/metadata.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+from . import jpeg_history, watermark
 
 # IPTC Digital Source Type vocabulary (used by Adobe Firefly, Midjourney, DALL·E/OpenAI, Google and others)
 IPTC_AI_TYPES = {
@@ -46,10 +51,10 @@ EXIF_TAGS = {0x0131: "Software", 0x010F: "Make", 0x0110: "Model", 0x013B: "Artis
 
 @dataclass
 class Evidence:
-    source: str      # c2pa | exif | xmp | png-text
+    source: str      # c2pa | exif | xmp | png-text | watermark | jpeg
     field: str
     value: str
-    indicates: str   # ai | camera | edited | provenance
+    indicates: str   # ai | camera | edited | provenance | history (file history: never moves a verdict) | none
     strength: str    # strong | moderate | weak | info
     note: str
 
@@ -169,8 +174,94 @@ def _c2pa(data: bytes, fmt: str | None) -> list[Evidence]:
     return out
 
 
-def inspect(source: str | Path | bytes, name: str | None = None) -> list[Evidence]:
-    """All metadata evidence in one image file; never raises for unreadable metadata."""
+# EXIF orientation -> the numpy view that undoes ImageOps.exif_transpose (watermarks and JPEG grids live in the
+# pixels as stored)
+_UNDO_ORIENTATION = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+                     5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, 1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+                     8: lambda a: np.rot90(a, -1)}
+
+
+def _as_stored(img: Image.Image, pixels: np.ndarray) -> np.ndarray:
+    try:
+        orientation = int(img.getexif().get(0x0112) or 1)
+    except Exception:
+        orientation = 1
+    return _UNDO_ORIENTATION.get(orientation, lambda a: a)(pixels)
+
+
+def _watermark(stored: np.ndarray) -> list[Evidence]:
+    res = watermark.check(stored)
+    field_ = "invisible watermark (DWT-DCT)"
+    if not res["checked"]:
+        return [Evidence("watermark", field_, "not checked", "none", "info", res["reason"])]
+    if not res["found"]:
+        return [Evidence("watermark", field_, "no known mark", "none", "info",
+                         "no Stable Diffusion 1.x / 2.x / XL mark; most generators embed none and re-encoding or "
+                         "resizing removes it, so absence is not evidence")]
+    return [Evidence("watermark", field_, f"{m['generator']} mark, {m['errors']} of {m['bits']} bits off "
+                     f"(a match allows {m['allowed']})", "ai", "strong",
+                     f"{m['where']} decoded: made by {m['generator']}") for m in res["found"]]
+
+
+def _history(data: bytes, img: Image.Image, stored: np.ndarray | None) -> list[Evidence]:
+    h = jpeg_history.read(data, img, stored)
+    if h is None:
+        return []
+    q = h["quality"]
+    also = f"; these standard tables are also what {', '.join(h['cameras'][:3])} write" if h["cameras"] else ""
+    encoder = {"ijg": (f"an IJG-standard encoder at quality {q}",
+                       "libjpeg and everything built on it (PIL, OpenCV, GIMP, ...): the tables alone cannot say which" + also),
+               "camera": (f"camera firmware ({', '.join(h['cameras'][:3])}{', ...' if len(h['cameras']) > 3 else ''})",
+                          "tables found in original files from these cameras"),
+               "other": (f"an encoder with non-standard tables (comparable to quality {q})",
+                         "a camera, phone or editor whose tables are not in SynthCheck's list")}[h["family"]]
+    details = f"{h['subsampling']}, {h['frame']}, {h['huffman']} Huffman tables; segments {' '.join(h['apps']) or 'none'}"
+    out = [Evidence("jpeg", "last encoder", encoder[0], "history", "info", f"{encoder[1]} ({details})")]
+    exif = h["exif"]
+    camera = " ".join(v for v in (exif.get("make"), exif.get("model")) if v)
+    if not camera:
+        out.append(Evidence("jpeg", "EXIF consistency", "camera metadata absent", "history", "info",
+                            "no camera named in EXIF (most platforms strip it; says nothing either way)"))
+    elif h["cameras"] and any(exif.get("make", "").lower().split(" ")[0] in c.lower() for c in h["cameras"]):
+        out.append(Evidence("jpeg", "EXIF consistency", f"consistent with {camera}", "history", "info",
+                            "the tables are ones this maker's firmware writes"))
+    elif h["family"] == "ijg":
+        out.append(Evidence("jpeg", "EXIF consistency", f"EXIF names {camera}, last written by IJG-standard software",
+                            "history", "info", "software re-saved the file after the camera, unless this camera "
+                            "writes standard tables" + (f" (EXIF Software: {exif['software']})" if exif.get("software") else "")))
+    elif h["cameras"]:
+        out.append(Evidence("jpeg", "EXIF consistency", f"EXIF names {camera}, tables are {h['cameras'][0]}'s",
+                            "history", "info", "the tables belong to another maker's firmware: EXIF copied or file re-saved"))
+    else:
+        out.append(Evidence("jpeg", "EXIF consistency", f"EXIF names {camera}; its tables are not in the list",
+                            "history", "info", "cannot check this camera's firmware tables"))
+    t = h["thumbnail"]
+    if t is not None:
+        if t["corr"] is None:
+            out.append(Evidence("jpeg", "EXIF thumbnail", "present but unreadable", "history", "info", ""))
+        else:
+            same = t["corr"] >= THUMBNAIL_MATCH
+            out.append(Evidence("jpeg", "EXIF thumbnail", f"{'matches' if same else 'differs from'} the image "
+                                f"(r = {t['corr']:.2f})", "history", "info",
+                                "" if same else "the picture changed after the thumbnail was written (edited, cropped "
+                                "or replaced)"))
+    again, how = jpeg_history.resaved(h)
+    a = h["aligned"] or {}
+    value = {True: "sign of a second save", False: "no sign of a second save", None: "can't tell about a second save"}[again]
+    score = f"trace {a['score']:.1f} (threshold {jpeg_history.DQ_THRESHOLD})" if a.get("score") is not None else ""
+    out.append(Evidence("jpeg", "re-save trace", value, "history", "info",
+                        f"{how}; {score}; blind to a crop or resize between saves, a WebP/HEIF first save, or a second "
+                        f"save finer than about quality 92".replace("; ;", ";")))
+    return out
+
+
+THUMBNAIL_MATCH = 0.9  # correlation of the EXIF thumbnail with the image at the thumbnail's size
+
+
+def inspect(source: str | Path | bytes, name: str | None = None, pixels: np.ndarray | None = None) -> list[Evidence]:
+    """All evidence in one image file; never raises for unreadable metadata. `pixels`: the file decoded by
+    `preprocess.decode_image` (EXIF orientation applied), when the caller has it, so nothing is decoded twice;
+    without it the pixel checks (watermark, re-save trace) decode the file themselves."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     try:
         img = Image.open(io.BytesIO(data))
@@ -183,7 +274,43 @@ def inspect(source: str | Path | bytes, name: str | None = None) -> list[Evidenc
         except Exception:
             continue
     evidence += _c2pa(data, img.format)
+    if pixels is None:
+        from ..data.preprocess import decode_image
+
+        try:
+            pixels = decode_image(data, name)
+        except Exception:
+            pixels = None
+    stored = _as_stored(img, pixels) if pixels is not None else None
+    if stored is not None:
+        evidence += _watermark(stored)
+    try:
+        evidence += _history(data, img, stored)
+    except Exception as e:  # a hostile header must not cost the other evidence
+        evidence.append(Evidence("jpeg", "compression history", "unreadable", "none", "info", f"{type(e).__name__}: {e}"))
     return evidence
+
+
+def is_file_history(e) -> bool:
+    """Items that describe the file's history or a check that found nothing: shown as one summary line."""
+    return (e["indicates"] if isinstance(e, dict) else e.indicates) in ("history", "none")
+
+
+def history_summary(evidence: list) -> str | None:
+    """The file-history items in one line of plain words, e.g. "last written by an IJG-standard encoder at quality
+    92; camera metadata absent; no sign of a second save; no known generator watermark"."""
+    items = {e["field"] if isinstance(e, dict) else e.field: e if isinstance(e, dict) else e.to_dict() for e in evidence
+             if (e["source"] if isinstance(e, dict) else e.source) in ("jpeg", "watermark")}
+    parts = []
+    if "last encoder" in items:
+        parts.append("last written by " + items["last encoder"]["value"])
+    for key in ("EXIF consistency", "EXIF thumbnail", "re-save trace"):
+        if key in items:
+            parts.append(("EXIF thumbnail " if key == "EXIF thumbnail" else "") + items[key]["value"])
+    wm = items.get("invisible watermark (DWT-DCT)")
+    if wm and wm["indicates"] != "ai":
+        parts.append("no known generator watermark" if wm["value"] == "no known mark" else "watermark not checked")
+    return "; ".join(parts) or None
 
 
 def combine_verdict(pixel_verdict: str | None, evidence: list[Evidence],
@@ -191,13 +318,15 @@ def combine_verdict(pixel_verdict: str | None, evidence: list[Evidence],
     """The documented rule joining the pixel verdict, metadata evidence and the domain check.
 
     1. Strong AI evidence (a generator's own parameters chunk, an IPTC
-       trainedAlgorithmicMedia declaration, a valid C2PA AI assertion) -> "ai".
+       trainedAlgorithmicMedia declaration, a valid C2PA AI assertion, a decoded
+       generator watermark) -> "ai".
     2. An input far outside the model's training domain -> "uncertain": the
        pixel score is shown but not trusted to decide.
     3. Moderate AI evidence (self-declared software names) against a pixel
        verdict of "real" -> "uncertain"; otherwise the pixel verdict stands.
-    4. Camera, editor and provenance-only evidence never change the verdict; no
-       metadata at all is never evidence.
+    4. Camera, editor, provenance-only and file-history evidence (encoder, EXIF
+       consistency, thumbnail, re-save trace) never change the verdict; no
+       metadata and no watermark are never evidence.
     """
     ai = [e for e in evidence if e.indicates == "ai"]
     if any(e.strength == "strong" for e in ai):

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..inference.attribution import generator_note
+from ..inference.metadata import history_summary, is_file_history
 
 # what the toggle offers: cheap enough to compute for every explained image. LIME and SHAP are not here: on a
 # tiled full-size photo each costs a minute or more on CPU (BENCHMARKS.md); the API and `synthcheck explain` have them
@@ -178,16 +179,22 @@ def bar(p: float, low: float, high: float) -> str:
 
 
 def _evidence(items: list[dict]) -> str:
+    """Metadata items one per line; the file's history (encoder, EXIF consistency, re-save trace, watermark check)
+    in one line of plain words, since it is information and never a verdict."""
+    history = history_summary(items)
+    file_line = (f'<p class="sc-file"><span class="sc-tag sc-tag-history">file history</span> '
+                 f'{_e(history[0].upper() + history[1:])}.</p>') if history else ""
+    items = [e for e in items if not is_file_history(e)]
     if not items:
-        return ('<p class="sc-evidence sc-muted">Metadata: none found (no C2PA, EXIF or PNG text that says '
-                'anything; absence is not evidence).</p>')
+        return ('<div class="sc-evidence"><p class="sc-muted">Metadata: none found (no C2PA, EXIF, PNG text or '
+                f'generator watermark that says anything; absence is not evidence).</p>{file_line}</div>')
     lis = "".join(f'<li><span class="sc-tag sc-tag-{_e(e.get("indicates", ""))}">{_e(e.get("indicates", ""))}, '
                   f'{_e(e.get("strength", ""))}</span> {_e(e.get("source", ""))} '
                   f'<code>{_e(e.get("field", ""))}</code>: '
                   f'<q>{_e(e.get("value", ""))}</q> <span class="sc-muted">{_e(e.get("note", ""))}</span></li>'
                   for e in items[:8])
     more = f'<li class="sc-muted">and {len(items) - 8} more (see the full results)</li>' if len(items) > 8 else ""
-    return f'<div class="sc-evidence"><p>Metadata evidence:</p><ul>{lis}{more}</ul></div>'
+    return f'<div class="sc-evidence"><p>Metadata evidence:</p><ul>{lis}{more}</ul>{file_line}</div>'
 
 
 def _visual(uid: str, name: str, vis: dict | None, note: str | None) -> str:
@@ -327,7 +334,7 @@ CSS = """
 .sc-evidence p{margin:0}
 .sc-evidence ul{margin:.2rem 0 0 1.1rem;padding:0}
 .sc-tag{display:inline-block;font-size:.75rem;padding:0 .35rem;border-radius:.3rem;background:#8883}
-.sc-tag-ai{background:#b03a2e33}.sc-tag-camera{background:#1e7b4533}
+.sc-tag-ai{background:#b03a2e33}.sc-tag-camera{background:#1e7b4533}.sc-tag-history{background:#5a6b7d33}
 .sc-summary{font-weight:600}
 .sc-footnote{font-size:.8rem}
 @media (max-width:480px){.sc-card{padding:.75rem}.sc-visual{flex-basis:100%}.sc-frame,.sc-caption{max-width:100%}}
