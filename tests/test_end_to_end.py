@@ -117,6 +117,32 @@ def test_resume_continues_after_interruption(tiny_dataset, tmp_path, monkeypatch
     assert r.exit_code == 2 and "resume" in r.output
 
 
+def test_history_never_runs_ahead_of_the_resume_state(tiny_dataset, tmp_path, monkeypatch):
+    """A run killed while it saves epoch 2's resume state (the window tests/test_distributed.py's kill could
+    land in, which made it flaky) lists only epoch 1: --resume trains epoch 2 again, so the file must not
+    already show a row that the resumed run would rewrite with other timings."""
+    import synthcheck.training.train as train_mod
+
+    real, calls = train_mod.save_state, []
+
+    def dies_on_second_save(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "save_state", dies_on_second_save)
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path), "--epochs", "3", "--batch-size", "32",
+            "--val-fraction", "0.2", "--model", "cnn", "--quiet"]
+    runner.invoke(app, args)
+    hist = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(hist) == 2  # header + epoch 1: epoch 2 was not resumable yet
+    monkeypatch.setattr(train_mod, "save_state", real)
+    assert runner.invoke(app, args + ["--resume"]).exit_code == 0
+    hist2 = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(hist2) == 4 and hist2[1] == hist[1]
+
+
 def test_bad_arguments_give_clean_errors(tmp_path):
     r = runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 2 and "no such file" in r.output

@@ -339,7 +339,6 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
             save_model(model, tmp, {**base_config, "epoch": epoch + 1, "val_loss": val_loss, "val_acc": val_acc,
                                     "threshold": 0.5, "temperature": 1.0})
             _replace_dir(tmp, out / "model")
-        _write_history(out, history)
         tmp = out / "last.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -348,6 +347,8 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
                          "train_time": train_time, "rng": torch.get_rng_state(),
                          "total_steps": steps_per_epoch * cfg.epochs})
         _replace_dir(tmp, last_dir)
+        # history.csv after the resume state: the file never lists an epoch that --resume would train again
+        _write_history(out, history)
     else:
         stopped_early = bad_epochs >= cfg.patience and len(history) < cfg.epochs
 
