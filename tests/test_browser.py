@@ -167,7 +167,7 @@ def test_cards_overlay_and_keyboard_upload(server, browser, predictions, tmp_pat
             if not is_file_history(e):
                 assert e["value"][:20] in c.locator(".sc-evidence").inner_text()
         if history_summary(pred.evidence):
-            assert history_summary(pred.evidence)[1:40] in c.locator(".sc-file").inner_text()
+            assert history_summary(pred.evidence)[1:40] in c.locator(".sc-history").inner_text()
     assert "metadata" in seen["my upload.png"].locator(".sc-reason").inner_text()
     error = seen[broken.name]
     assert error.get_attribute("data-verdict") == "error"

@@ -174,3 +174,22 @@ def test_hostile_jpeg_headers_never_raise():
     for bad in (good[:40], good[:2] + b"\xff\xdb\x00\x05\x00", b"\xff\xd8" + b"\xff\xc4\xff\xff" + b"\x00" * 20):
         inspect(bad)  # no exception, whatever it finds
         jpeg_history.parse_header(bad)
+
+
+def test_predict_runs_the_resave_trace_only_when_asked(tmp_path):
+    """predict keeps the photo path within 10% (watermark and header checks only); --resave-check, inspect and
+    the server add the pixel trace."""
+    from synthcheck import Detector
+
+    path = tmp_path / "twice.jpg"
+    path.write_bytes(encode(np.asarray(Image.open(io.BytesIO(encode(natural(), "JPEG", quality=70)))), "JPEG", quality=90))
+    det = Detector.load("default")
+    (p,) = det.predict([path])
+    fields = {e["field"] for e in p.evidence}
+    assert {"last encoder", "EXIF consistency", "invisible watermark (DWT-DCT)"} <= fields and "re-save trace" not in fields
+    det.resave_check = True
+    (p,) = det.predict([path])
+    assert [e["value"] for e in p.evidence if e["field"] == "re-save trace"] == ["sign of a second save"]
+    from synthcheck.serving.service import ServeSettings
+
+    assert ServeSettings().resave_check and not ServeSettings.from_env(resave_check=False).resave_check

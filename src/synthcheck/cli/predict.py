@@ -27,7 +27,10 @@ def predict(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     workers: Optional[int] = typer.Option(None, help="decoding threads (default: one per core)"),
-    metadata: bool = typer.Option(True, help="read C2PA/EXIF/XMP/PNG-text evidence (--no-metadata: pixels only, faster)"),
+    metadata: bool = typer.Option(True, help="read C2PA/EXIF/XMP/PNG-text evidence, generator watermarks and the JPEG's "
+                                             "history (--no-metadata: pixels only, faster)"),
+    resave_check: bool = typer.Option(False, "--resave-check", help="also look for an earlier JPEG save in the pixels "
+                                      "(~2 ms per 512-px image; `synthcheck inspect` and the server always do)"),
     manifest: Optional[Path] = typer.Option(None, help="also score the files listed here (.txt one per line, or "
                                                         ".csv/.parquet with a 'path' column)"),
     engine: str = typer.Option("local", help="local | ray (Ray Data actors; --out is then a folder of Parquet "
@@ -84,7 +87,7 @@ def predict(
     # (+20% end to end on 2 cores, BENCHMARKS.md); read when torch loads, so set before that.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     det = _load_detector(model, device, backend, precision)
-    det.metadata = metadata
+    det.metadata, det.resave_check = metadata, resave_check
     fields = ["source", "prob_ai", "verdict", "model", "error", "pixel_verdict", "reason", "evidence", "warnings",
               "generator"]
     sink = writer = None

@@ -77,8 +77,8 @@ class Detector:
             warnings.warn(f"{directory}: its attribution head was fitted on older image features; refit it with "
                           "`synthcheck attribution` (generators are named from metadata only until then)")
             self.attribution = None
-        self.max_pixels = DEFAULT_MAX_PIXELS
-        self.metadata = True  # read metadata evidence for every file input
+        # file inputs: metadata evidence, and the JPEG re-save trace too (pixel work, ~2 ms per 512-px image)
+        self.max_pixels, self.metadata, self.resave_check = DEFAULT_MAX_PIXELS, True, False
 
     @property
     def model(self) -> torch.nn.Module:
@@ -334,8 +334,8 @@ class Detector:
             arr = decode_image(src, name, max_pixels=self.max_pixels)
             size = arr.shape[:2]
             det, route = self.route(*size)
-            evidence = (inspect(src, name, pixels=arr) if self.metadata and isinstance(src, (bytes, bytearray, memoryview))
-                        else [])
+            evidence = (inspect(src, name, pixels=arr, resave=self.resave_check)
+                        if self.metadata and isinstance(src, (bytes, bytearray, memoryview)) else [])
             return {"pixels": fit(arr, det.spec), "size": size, "evidence": evidence, "data": src,
                     "detector": det, "route": route}
         except ImageError as e:
@@ -366,7 +366,7 @@ class AutoDetector(Detector):
         self.model_id = AUTO
         self._configs = configs
         self._centres = {k: _median_short_side(c) for k, c in configs.items()}
-        self._max_pixels, self._metadata = DEFAULT_MAX_PIXELS, True
+        self._max_pixels, self._metadata, self._resave_check = DEFAULT_MAX_PIXELS, True, False
         self.threshold = self.uncertain_band = self.temperature = None  # per member: see each Prediction
         self.uncertain_range = None
 
@@ -374,7 +374,7 @@ class AutoDetector(Detector):
         with self._loading:  # the server's threads may ask for a member at once: load it once
             if name not in self._loaded:
                 det = self._loaders[name]()
-                det.max_pixels, det.metadata = self._max_pixels, self._metadata
+                det.max_pixels, det.metadata, det.resave_check = self._max_pixels, self._metadata, self._resave_check
                 self._loaded[name] = det
         return self._loaded[name]
 
@@ -386,6 +386,7 @@ class AutoDetector(Detector):
     # settings front ends change apply to every member
     max_pixels = property(lambda self: self._max_pixels, lambda self, v: self._set("max_pixels", v))
     metadata = property(lambda self: self._metadata, lambda self, v: self._set("metadata", v))
+    resave_check = property(lambda self: self._resave_check, lambda self, v: self._set("resave_check", v))
 
     def _set(self, attr: str, value) -> None:
         setattr(self, "_" + attr, value)

@@ -203,8 +203,8 @@ def _watermark(stored: np.ndarray) -> list[Evidence]:
                      f"{m['where']} decoded: made by {m['generator']}") for m in res["found"]]
 
 
-def _history(data: bytes, img: Image.Image, stored: np.ndarray | None) -> list[Evidence]:
-    h = jpeg_history.read(data, img, stored)
+def _history(data: bytes, img: Image.Image, stored: np.ndarray | None, resave: bool = True) -> list[Evidence]:
+    h = jpeg_history.read(data, img, stored, resave)
     if h is None:
         return []
     q = h["quality"]
@@ -222,7 +222,7 @@ def _history(data: bytes, img: Image.Image, stored: np.ndarray | None) -> list[E
     if not camera:
         out.append(Evidence("jpeg", "EXIF consistency", "camera metadata absent", "history", "info",
                             "no camera named in EXIF (most platforms strip it; says nothing either way)"))
-    elif h["cameras"] and any(exif.get("make", "").lower().split(" ")[0] in c.lower() for c in h["cameras"]):
+    elif h["cameras"] and exif.get("make") and any(exif["make"].lower().split()[0] in c.lower() for c in h["cameras"]):
         out.append(Evidence("jpeg", "EXIF consistency", f"consistent with {camera}", "history", "info",
                             "the tables are ones this maker's firmware writes"))
     elif h["family"] == "ijg":
@@ -245,6 +245,8 @@ def _history(data: bytes, img: Image.Image, stored: np.ndarray | None) -> list[E
                                 f"(r = {t['corr']:.2f})", "history", "info",
                                 "" if same else "the picture changed after the thumbnail was written (edited, cropped "
                                 "or replaced)"))
+    if stored is not None and not resave:
+        return out  # the pixel trace was not asked for (predict's default: see Detector.resave_check)
     again, how = jpeg_history.resaved(h)
     a = h["aligned"] or {}
     value = {True: "sign of a second save", False: "no sign of a second save", None: "can't tell about a second save"}[again]
@@ -258,10 +260,12 @@ def _history(data: bytes, img: Image.Image, stored: np.ndarray | None) -> list[E
 THUMBNAIL_MATCH = 0.9  # correlation of the EXIF thumbnail with the image at the thumbnail's size
 
 
-def inspect(source: str | Path | bytes, name: str | None = None, pixels: np.ndarray | None = None) -> list[Evidence]:
+def inspect(source: str | Path | bytes, name: str | None = None, pixels: np.ndarray | None = None,
+            resave: bool = True) -> list[Evidence]:
     """All evidence in one image file; never raises for unreadable metadata. `pixels`: the file decoded by
     `preprocess.decode_image` (EXIF orientation applied), when the caller has it, so nothing is decoded twice;
-    without it the pixel checks (watermark, re-save trace) decode the file themselves."""
+    without it the pixel checks (watermark, re-save trace) decode the file themselves. `resave=False` skips the
+    re-save trace, the one check that costs more than the 10% the photo path allows (benchmarks/evidence_cost.py)."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     try:
         img = Image.open(io.BytesIO(data))
@@ -285,7 +289,7 @@ def inspect(source: str | Path | bytes, name: str | None = None, pixels: np.ndar
     if stored is not None:
         evidence += _watermark(stored)
     try:
-        evidence += _history(data, img, stored)
+        evidence += _history(data, img, stored, resave)
     except Exception as e:  # a hostile header must not cost the other evidence
         evidence.append(Evidence("jpeg", "compression history", "unreadable", "none", "info", f"{type(e).__name__}: {e}"))
     return evidence
@@ -309,7 +313,8 @@ def history_summary(evidence: list) -> str | None:
             parts.append(("EXIF thumbnail " if key == "EXIF thumbnail" else "") + items[key]["value"])
     wm = items.get("invisible watermark (DWT-DCT)")
     if wm and wm["indicates"] != "ai":
-        parts.append("no known generator watermark" if wm["value"] == "no known mark" else "watermark not checked")
+        parts.append("no known generator watermark" if wm["value"] == "no known mark" else
+                     "too small for a watermark check" if "under" in wm["note"] else "no watermark check (resized file)")
     return "; ".join(parts) or None
 
 

@@ -182,7 +182,7 @@ def _evidence(items: list[dict]) -> str:
     """Metadata items one per line; the file's history (encoder, EXIF consistency, re-save trace, watermark check)
     in one line of plain words, since it is information and never a verdict."""
     history = history_summary(items)
-    file_line = (f'<p class="sc-file"><span class="sc-tag sc-tag-history">file history</span> '
+    file_line = (f'<p class="sc-history"><span class="sc-tag sc-tag-history">file history</span> '
                  f'{_e(history[0].upper() + history[1:])}.</p>') if history else ""
     items = [e for e in items if not is_file_history(e)]
     if not items:

@@ -34,6 +34,7 @@ class ServeSettings:
     max_batch: int = 256                # images per model call
     decode_workers: int = 0             # 0: one per core
     ui: bool = True                     # mount the Gradio page at /
+    resave_check: bool = True           # the JPEG re-save trace for every upload (~2 ms per 512-px image)
 
     @classmethod
     def from_env(cls, **overrides) -> "ServeSettings":
@@ -41,7 +42,7 @@ class ServeSettings:
         s = cls()
         env = os.environ
         conv = {"max_request_mb": float, "max_pixels": int, "max_files": int, "timeout_s": float,
-                "max_batch": int, "decode_workers": int, "batching": _flag, "ui": _flag}
+                "max_batch": int, "decode_workers": int, "batching": _flag, "ui": _flag, "resave_check": _flag}
         for name, fn in conv.items():
             if f"SYNTHCHECK_{name.upper()}" in env:
                 setattr(s, name, fn(env[f"SYNTHCHECK_{name.upper()}"]))
@@ -153,6 +154,7 @@ class Service:
         self.detector = detector
         self.settings = settings
         detector.max_pixels = settings.max_pixels
+        detector.resave_check = settings.resave_check  # people check a few images at a time: the whole file history
         self.decoders = ThreadPoolExecutor(settings.decode_workers or os.cpu_count() or 1,
                                            thread_name_prefix="synthcheck-decode")
         self.worker = ModelWorker(detector, settings.batching, settings.max_batch)
