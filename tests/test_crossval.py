@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,6 +196,30 @@ def test_band_fitted_with_resized_copies_stays_safe_on_them():
     assert rep["operating_point"]["high"] > op["high"]  # "ai" now needs more
 
 
+def test_limits_by_family_hold_each_family_not_each_tiny_generator():
+    """limit_groups (crossval's limit_by = "family"): a 4-image generator with one outlier no longer forces the
+    band to exclude that outlier when its family stays under the limit; every family row meets it in-sample."""
+    rng = np.random.default_rng(3)
+    logits = np.r_[rng.normal(3, 1, 40), rng.normal(3, 0.3, 3), [-2.5], rng.normal(2.5, 1, 60),
+                   rng.normal(-3, 1, 80), rng.normal(-3, 1, 80)]
+    groups = np.array(["ai:flux1-dev"] * 40 + ["ai:chroma"] * 4 + ["ai:sdxl"] * 60 + ["real:coco"] * 80 + ["real:cam"] * 80)
+    labels = (np.char.find(groups, "ai:") == 0).astype(int)
+    fam = np.array([{"flux1-dev": "flux", "chroma": "flux"}.get(family_of(g), family_of(g)) for g in groups])
+    limits = np.array([f"{g.split(':')[0]}:{f}" for g, f in zip(groups, fam)])
+    by_group = loso_report(logits, labels, groups, fam, np.array([""] * len(labels)))
+    by_family = loso_report(logits, labels, groups, fam, np.array([""] * len(labels)), limit_groups=limits)
+    assert set(by_family["limit_groups"]) == set(limits) and "limit_groups" not in by_group
+    assert by_family["limit_groups"]["ai:flux"]["groups"] == ["ai:chroma", "ai:flux1-dev"]
+    assert set(by_family["groups"]) == set(groups)  # each generator still reported
+    from synthcheck.inference.calibration import probabilities
+    op = by_family["operating_point"]
+    p = probabilities(logits, op["temperature"])
+    for g in np.unique(limits):
+        m = limits == g
+        assert selective_figures(p[m], labels[m], op["low"], op["high"])["confidently_wrong"] <= 0.10 + 1e-9
+    assert op["low"] >= by_group["operating_point"]["low"]  # "real" may be said higher up: the outlier is allowed
+
+
 def test_a_model_with_a_fitted_band_gives_verdicts_by_it(tmp_path):
     assert uncertain_range({"threshold": 0.6, "uncertain_band": 0.1}) == pytest.approx((0.5, 0.7))
     assert uncertain_range({"threshold": 0.6, "uncertain_band": 0.1, "abstain": {"low": 0.2, "high": 0.9}}) == (0.2, 0.9)
@@ -228,6 +253,15 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     # a rerun finds every fold done and only rebuilds the report
     again = run_crossval(cfg, tmp_path / "cv", progress=False)
     assert again["pooled"] == rep["pooled"]
+    # limits held by family (the photo model v3's rule): a row per (label, family), same folds and scores
+    cfg.limit_by = "family"
+    by_family = run_crossval(cfg, tmp_path / "cv", progress=False)
+    assert set(by_family["limit_groups"]) == set(rep["groups"]) and by_family["pooled"]["roc_auc"] == rep["pooled"]["roc_auc"]
+    assert "Families (the units held" in (tmp_path / "cv" / "crossval.md").read_text()
+    cfg.limit_by = "source"
+    with pytest.raises(ValueError, match="limit_by"):
+        run_crossval(cfg, tmp_path / "cv", progress=False)
+    cfg.limit_by = "group"
     # the band fitted on half-size copies too: each fold model re-scores its left-out images, kept beside its scores
     cfg.band_conditions = ["half size (social)"]
     halved = run_crossval(cfg, tmp_path / "cv", progress=False)
@@ -259,3 +293,23 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     for p in ship.predict(imgs):
         assert p.verdict == ("ai" if p.prob_ai >= op["high"] else "real" if p.prob_ai <= op["low"] else "uncertain")
     assert "Leave-sources-out figures" in (tmp_path / "cv" / "final" / "model" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.shared
+def test_v3_config_puts_every_generator_in_one_of_the_fixed_families():
+    """configs/crossval_photo_v3.toml: the issue's families, fixed before any v3 score was seen."""
+    from conftest import SHARED
+
+    cfg = CrossvalConfig.load(Path(__file__).parents[1] / "configs" / "crossval_photo_v3.toml")
+    assert cfg.limit_by == "family" and set(cfg.band_conditions) == {"all cut to 256 x 256", "all re-encoded JPEG 90"}
+    fixed = {"sd1", "sdxl", "sd3", "flux", "nano-banana", "gpt-4o", "realorai", "pack-2022", "open-dit"}
+    gans = {"biggan", "crn", "cyclegan", "deepfake", "gaugan", "imle", "san", "seeingdark", "stargan", "stylegan"}
+    rows = []
+    for m in ("photo-train/manifest.csv", "photo-train-2/manifest.csv"):
+        if not (SHARED / "data" / m).exists():
+            pytest.skip("needs ../shared/data")
+        rows += [r for r in csv.DictReader(open(SHARED / "data" / m)) if r["label"] == "ai"]
+    gens = {family_of(group_of(r["path_in_tar"], 1, r)) for r in rows} | {"diffusion"} | gans  # + DiffusionDB, GANs
+    fams = {g: cfg.merge.get(g, g) for g in gens}
+    assert set(fams.values()) == fixed | gans, sorted(set(fams.values()) - fixed - gans)
+    assert fams["stable-cascade"] == "open-dit" and fams["sd1.5"] == "sd1" and fams["chroma"] == "flux"

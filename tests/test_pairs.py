@@ -140,3 +140,31 @@ def test_published_taef2_round_trip_error_is_as_documented():
     img = np.stack([xx * 2, yy * 2, (xx + yy)], -1).clip(0, 255).astype(np.uint8)  # smooth: easy to reconstruct
     rec = reconstruct(m, img)
     assert np.abs(rec.astype(float) - img).mean() / 255 < 0.03
+
+
+def test_a_folder_named_real_gives_its_photos_and_zero_results_say_why(tmp_path):
+    """`synthcheck pairs my_photos/real` makes pairs (it once found none: the folder itself is the label folder),
+    and a run that finds no real photo says why instead of "0 pair(s) written"."""
+    from typer.testing import CliRunner
+
+    from synthcheck.cli import app
+    from synthcheck.data.pairs import iter_originals
+
+    rng = np.random.default_rng(1)
+    for label, n in (("real", 2), ("fake", 1)):
+        (tmp_path / "my_photos" / label).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "my_photos" / label / f"{i}.jpg")
+    real, fake = tmp_path / "my_photos" / "real", tmp_path / "my_photos" / "fake"
+    assert sorted(o.short for o in iter_originals([real])) == ["real/0.jpg", "real/1.jpg"]
+    assert len(list(iter_originals([tmp_path / "my_photos"]))) == 2  # a labelled layout: its real photos only
+    ignored = {}
+    assert list(iter_originals([fake], ignored)) == [] and sum(ignored.values()) == 1
+    weights = tmp_path / "w"
+    _save_random("taef2", weights)
+    run = CliRunner().invoke
+    r = run(app, ["pairs", str(fake), "--out", str(tmp_path / "o1"), "--weights-dir", str(weights), "-q"])
+    assert r.exit_code == 1 and "no real photos found" in r.output and "1 file(s) not in a real-photo folder" in r.output
+    r = run(app, ["pairs", str(real), "--out", str(tmp_path / "o2"), "--weights-dir", str(weights), "-q",
+                  "--workers", "1", "--precision", "fp32"])
+    assert r.exit_code == 0 and "2 pair(s) written" in r.output

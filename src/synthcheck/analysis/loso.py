@@ -66,24 +66,29 @@ def _wrong(v, labels, groups) -> tuple[float, float]:
 
 
 def loso_report(logits, labels, groups, families, categories, max_wrong_group: float = 0.10,
-                max_wrong_pooled: float = 0.05, conditions: dict[str, np.ndarray] | None = None) -> dict:
+                max_wrong_pooled: float = 0.05, conditions: dict[str, np.ndarray] | None = None,
+                limit_groups=None) -> dict:
     """Per-group and pooled figures of leave-sources-out scores, at an operating point cross-fitted by family
     (each family judged by a band fitted on the other families' scores), and the point fitted on all.
 
     `conditions`: the same images' left-out logits under other conditions (re-sized, re-encoded copies, in the
     same order). The band is then fitted on all copies at once, each (group, condition) held to the per-group
     limit (temperature and threshold on the files as they came), so that a band safe on the files as they came is also safe on the copies users share; the rows and
-    pooled figures stay those of the files as they came, and `conditions` in the report gives each copy's."""
+    pooled figures stay those of the files as they came, and `conditions` in the report gives each copy's.
+
+    `limit_groups`: the units held to the per-group limit when they are not the groups themselves (e.g. each
+    label's family, "ai:flux" over flux1-dev, chroma, ...); the report then also has a row per limit group."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     n = len(logits)
     labels = np.asarray(labels).astype(int)
     groups = np.asarray(groups, dtype=str)
     families = np.asarray(families, dtype=str)
+    limits = groups if limit_groups is None else np.asarray(limit_groups, dtype=str)
     conditions = conditions or {}
     fit_logits = np.concatenate([np.asarray(logits, np.float64)] + [np.asarray(c, np.float64) for c in conditions.values()])
     fit_labels = np.tile(labels, 1 + len(conditions))
-    fit_groups = np.concatenate([groups] + [np.char.add(groups, f" @ {c}") for c in conditions])
+    fit_groups = np.concatenate([limits] + [np.char.add(limits, f" @ {c}") for c in conditions])
     fit_families = np.tile(families, 1 + len(conditions))
     as_is = np.arange(len(fit_logits)) < n
     # The band is fitted with limits tightened (a fraction of the goal's) until the cross-fitted verdicts --
@@ -119,24 +124,38 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
                                       "called_ai_at_threshold": float((probs_final[m][cats == c] >= final["threshold"]).mean())}
                                   for c in sorted(set(cats))}
         rows[g] = row
-    ai_aucs = [r["roc_auc"] for r in rows.values() if r["label"] == "ai"]
+    limit_rows = {}
+    if limit_groups is not None:
+        for g in sorted(np.unique(limits)):
+            m = limits == g
+            y = labels[m][0]
+            answered = v[m] >= 0
+            row = {"label": CLASS_NAMES[y], "n": int(m.sum()), "groups": sorted(set(groups[m])),
+                   "coverage": float(answered.mean()), "confidently_wrong": float((answered & (v[m] != y)).mean())}
+            if y == 1:
+                yy = np.r_[np.zeros(len(real_scores)), np.ones(m.sum())]
+                row["roc_auc"] = float(roc_auc_score(yy, np.r_[real_scores, logits[m]]))
+            limit_rows[g] = row
+    ai_aucs = [r["roc_auc"] for r in (limit_rows or rows).values() if r["label"] == "ai"]
     answered = v >= 0
     pooled = {"n": int(len(labels)), "roc_auc": float(roc_auc_score(labels, logits)),
               "average_precision": float(average_precision_score(labels, logits)),
               "mean_ai_group_roc_auc": float(np.mean(ai_aucs)),
               "coverage": float(answered.mean()), "confidently_wrong": float((answered & (v != labels)).mean()),
               "error_when_answered": float((v[answered] != labels[answered]).mean()) if answered.any() else None,
-              "max_group_confidently_wrong": float(max(r["confidently_wrong"] for r in rows.values())),
+              "max_group_confidently_wrong": float(max(r["confidently_wrong"] for r in (limit_rows or rows).values())),
+              "max_source_confidently_wrong": float(max(r["confidently_wrong"] for r in rows.values())),
               "real_groups_over_10pct_false_ai": [g for g, r in rows.items()
                                                   if r["label"] == "real" and r["called_ai"] > 0.10]}
     in_sample = selective_figures(probs_final, labels, final["low"], final["high"])
     by_condition = {}
     for i, c in enumerate(conditions):
         vc, lc = v_all[(i + 1) * n:(i + 2) * n], fit_logits[(i + 1) * n:(i + 2) * n]
-        worst_c, wrong_c = _wrong(vc, labels, groups)
+        worst_c, wrong_c = _wrong(vc, labels, limits)
         by_condition[c] = {"roc_auc": float(roc_auc_score(labels, lc)), "coverage": float((vc >= 0).mean()),
                            "confidently_wrong": float(wrong_c), "max_group_confidently_wrong": float(worst_c)}
-    return {"groups": rows, "pooled": pooled, "operating_point": final, "conditions": by_condition,
+    return {"groups": rows, **({"limit_groups": limit_rows} if limit_rows else {}), "pooled": pooled,
+            "operating_point": final, "conditions": by_condition,
             "operating_point_in_sample": in_sample,
             "limits": {"max_wrong_group": max_wrong_group, "max_wrong_pooled": max_wrong_pooled},
             "by_category": _by_category(probs_final, labels, groups, categories, final["threshold"])}
@@ -193,6 +212,13 @@ def write_markdown(rep: dict, path: Path) -> None:
     for g, r in sorted(rep["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
         lines.append(f"| {g} | {r['label']} | {r['n']} | {_f(r.get('roc_auc'))} | {_f(r['coverage'], 2)} | "
                      f"{_f(r['confidently_wrong'], 2)} | {_f(r['called_ai'], 2)} | {_f(r['called_ai_at_threshold'], 2)} |")
+    if rep.get("limit_groups"):
+        lines += ["", "Families (the units held to the per-group limit; the groups above are their members):", "",
+                  "| family | label | n | ROC-AUC vs left-out real | answered | confidently wrong | members |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {g} | {r['label']} | {r['n']} | {_f(r.get('roc_auc'))} | {_f(r['coverage'], 2)} | "
+                  f"{_f(r['confidently_wrong'], 2)} | {', '.join(r['groups'])} |"
+                  for g, r in sorted(rep["limit_groups"].items(), key=lambda kv: (kv[1]["label"], kv[0]))]
     lines += conditions_table(rep.get("conditions"))
     for f, cats in rep.get("by_category", {}).items():
         lines += ["", f"Content held equal in `{f}` (ROC-AUC of its AI vs its real images, per category):", "",

@@ -50,6 +50,11 @@ def pairs(
         _fail(str(e))
     console.print(f"{s['written']} pair(s) written to {out} with {autoencoder} in {s['seconds']} s"
                   + (f"; {s['skipped']} already there" if s["skipped"] else ""))
+    if not (s["written"] or s["skipped"] or s["failed"]):
+        why = "; ".join(f"{n} file(s) {reason}" for reason, n in s["ignored"].items()) or "the sources hold no files"
+        err.print(f"[red]no real photos found in {', '.join(map(str, real))}[/]: {why}. Pairs are made from real "
+                  "photos: image files, or the real/ (REAL, 0_real) folders of a labelled layout.", soft_wrap=True)
+        raise typer.Exit(1)
     for name, problem in s["failed"]:
         err.print(f"[yellow]skipped[/] {name}: {problem}", soft_wrap=True, markup=True, highlight=False)
     if s["failed"]:

@@ -44,12 +44,21 @@ def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def iter_originals(sources: list[str | Path]) -> Iterator[Original]:
+def iter_originals(sources: list[str | Path], ignored: dict | None = None) -> Iterator[Original]:
     """Real photos from files, folders (recursive) and tar archives, streamed one at a time.
 
-    A folder or archive laid out for training (real/fake label folders) gives its real images only.
+    A folder or archive laid out for training (real/fake label folders) gives its real images only; a folder
+    that is itself a label folder (`my_photos/real`) counts as one. `ignored` (if given) counts what was left
+    out and why, so that a run that finds nothing can say so.
     """
     from .folders import LABEL_DIRS, _parse_path
+
+    def skip(labelled: bool, parsed, name: str) -> bool:
+        reason = ("not in a real-photo folder of a labelled layout" if labelled and (parsed is None or parsed[0] != 0)
+                  else "not an image file name" if not labelled and not _is_image_name(name) else None)
+        if reason and ignored is not None:
+            ignored[reason] = ignored.get(reason, 0) + 1
+        return reason is not None
 
     for src in sources:
         src = Path(src)
@@ -57,17 +66,18 @@ def iter_originals(sources: list[str | Path]) -> Iterator[Original]:
             yield Original(str(src), src.read_bytes(), f"{src.parent.name or 'photos'}/{src.name}")
             continue
         if src.is_dir():
-            entries = [(p.relative_to(src).as_posix(), p) for p in sorted(src.rglob("*")) if p.is_file()]
+            # paths from the folder's own name on, so that the folder itself may be the label folder
+            entries = [(f"{src.resolve().name}/{p.relative_to(src).as_posix()}", p)
+                       for p in sorted(src.rglob("*")) if p.is_file()]
             labelled = any(p.parent.name.lower() in LABEL_DIRS for _, p in entries)
             for rel, p in entries:
-                parsed = _parse_path(rel)
-                if (labelled and (parsed is None or parsed[0] != 0)) or (not labelled and not _is_image_name(rel)):
+                if skip(labelled, _parse_path(rel), rel):
                     continue
                 try:
                     data = p.read_bytes()
                 except OSError:
                     data = b""
-                yield Original(str(p), data, f"{src.name}/{rel}")
+                yield Original(str(p), data, rel)
             continue
         if not src.exists():
             raise FileNotFoundError(f"{src}: no such file or folder")
@@ -75,8 +85,7 @@ def iter_originals(sources: list[str | Path]) -> Iterator[Original]:
             members = [m for m in tar if m.isfile()]
             labelled = any(Path(m.name).parent.name.lower() in LABEL_DIRS for m in members)
             for m in members:
-                parsed = _parse_path(m.name)
-                if (labelled and (parsed is None or parsed[0] != 0)) or (not labelled and not _is_image_name(m.name)):
+                if skip(labelled, _parse_path(m.name), m.name):
                     continue
                 f = tar.extractfile(m)
                 yield Original(f"{src}:{m.name}", f.read() if f else b"", f"{Path(src.name).stem}/{m.name}")
@@ -212,7 +221,7 @@ def make_pairs(sources: list[str | Path], out: str | Path, family: str = "taef2"
     """Write aligned pairs for every real image in `sources`; resumable (originals already in the manifest
     are skipped), flat memory (a bounded number of images in flight), one process per core.
 
-    Returns a summary: written, skipped (already done), failed [(name, problem)], seconds.
+    Returns a summary: written, skipped (already done), failed [(name, problem)], ignored {why: files}, seconds.
     """
     import time
 
@@ -236,14 +245,14 @@ def make_pairs(sources: list[str | Path], out: str | Path, family: str = "taef2"
     writer = csv.DictWriter(manifest, fieldnames=FIELDS)
     if new_manifest:
         writer.writeheader()
-    summary = {"written": 0, "skipped": 0, "failed": [], "autoencoder": family, "out": str(out)}
+    summary = {"written": 0, "skipped": 0, "failed": [], "ignored": {}, "autoencoder": family, "out": str(out)}
     used: set[str] = set()
     t0 = time.perf_counter()
     bar = tqdm(desc=f"pairs ({family})", unit="img", disable=not progress, mininterval=0.5)
 
     def todo() -> Iterator[Original]:
         n = 0
-        for orig in iter_originals(sources):
+        for orig in iter_originals(sources, summary["ignored"]):
             if limit is not None and n >= limit:
                 return
             n += 1

@@ -45,6 +45,8 @@ PNG_GENERATOR_KEYS = {
     "fooocus_scheme": "Fooocus metadata scheme",
     "generation_data": "generation data",
 }
+THUMBNAIL_MATCH = 0.9  # correlation of the EXIF thumbnail with the image at its size: a stated choice (no file in the
+#                        shared data carries a thumbnail to measure it on)
 EXIF_TAGS = {0x0131: "Software", 0x010F: "Make", 0x0110: "Model", 0x013B: "Artist", 0x010E: "ImageDescription",
              0x8298: "Copyright"}
 
@@ -250,14 +252,11 @@ def _history(data: bytes, img: Image.Image, stored: np.ndarray | None, resave: b
     again, how = jpeg_history.resaved(h)
     a = h["aligned"] or {}
     value = {True: "sign of a second save", False: "no sign of a second save", None: "can't tell about a second save"}[again]
-    score = f"trace {a['score']:.1f} (threshold {jpeg_history.DQ_THRESHOLD})" if a.get("score") is not None else ""
-    out.append(Evidence("jpeg", "re-save trace", value, "history", "info",
-                        f"{how}; {score}; blind to a crop or resize between saves, a WebP/HEIF first save, or a second "
-                        f"save finer than about quality 92".replace("; ;", ";")))
+    note = [how] + ([f"trace {a['score']:.1f} (threshold {jpeg_history.DQ_THRESHOLD})"] if a.get("score") is not None
+                    else []) + ["blind to a crop or resize between saves, a WebP/HEIF first save, or a second save "
+                                "finer than about quality 92"]
+    out.append(Evidence("jpeg", "re-save trace", value, "history", "info", "; ".join(note)))
     return out
-
-
-THUMBNAIL_MATCH = 0.9  # correlation of the EXIF thumbnail with the image at the thumbnail's size
 
 
 def inspect(source: str | Path | bytes, name: str | None = None, pixels: np.ndarray | None = None,

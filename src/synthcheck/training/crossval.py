@@ -44,6 +44,8 @@ class CrossvalConfig:
     hold_out: str | None = None             # file of names kept out of the final model (its held-out test part)
     max_wrong_group: float = 0.10           # operating-point limits on the left-out scores
     max_wrong_pooled: float = 0.05
+    limit_by: str = "group"                 # "family": each label's family (after merge) is held to the per-group
+                                            # limit, e.g. "ai:flux" over its generators; groups still reported
     band_conditions: list[str] = field(default_factory=list)  # data.transforms.CONDITIONS also fitted on: the
                                             # left-out images re-scored so transformed, each (group, condition) a group
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -207,8 +209,12 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
         logits[z["index"]] = own_calibration(z["logits"], *centre)
         for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z, cfg.band_conditions, spec).items():
             conditioned[c][z["index"]] = own_calibration(zc, *centre)
+    if cfg.limit_by not in ("group", "family"):
+        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
+    limit_groups = None if cfg.limit_by == "group" else [
+        f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)]
     report = loso_report(logits, pool.pool.labels, pool.pool.groups, pool.families, pool.categories,
-                         cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned)
+                         cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned, limit_groups=limit_groups)
     report["folds"] = {str(k): sorted(f for f, v in fold_of.items() if v == k) for k in range(cfg.folds)}
     report["config"] = cfg.to_dict()
     report["training_only"] = {"n": 0 if pool.extra is None else len(pool.extra),
