@@ -311,9 +311,8 @@ def history_summary(evidence: list) -> str | None:
         if key in items:
             parts.append(("EXIF thumbnail " if key == "EXIF thumbnail" else "") + items[key]["value"])
     wm = items.get("invisible watermark (DWT-DCT)")
-    if wm and wm["indicates"] != "ai":
-        parts.append("no known generator watermark" if wm["value"] == "no known mark" else
-                     "too small for a watermark check" if "under" in wm["note"] else "no watermark check (resized file)")
+    if wm and wm["indicates"] != "ai" and "under" not in wm["note"]:  # thumbnails: the evidence item says it
+        parts.append("no known generator watermark" if wm["value"] == "no known mark" else "no watermark check (resized file)")
     return "; ".join(parts) or None
 
 
