@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from synthcheck.analysis.metrics import compute_metrics
 from synthcheck.inference.calibration import (choose_threshold, expected_calibration_error, fit_temperature,
@@ -35,3 +36,30 @@ def test_metrics_match_hand_counts():
     assert 0 <= m["roc_auc"] <= 1 and "real" in m["classification_report"]
     assert m["coverage"] == 0.8  # only 0.6 lies inside the band (|0.6-0.5| < 0.15)
     assert m["confident_accuracy"] == 0.75
+
+
+def test_unseen_reading_says_how_often_a_score_range_was_ai_with_the_classes_weighted_to_half():
+    from synthcheck.inference.calibration import read_score, unseen_reading
+    from synthcheck.inference.prediction import reading_words, times_in_ten
+
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.normal(-1, 1, 400), rng.normal(1, 1, 400)]
+    y = np.r_[np.zeros(400, int), np.ones(400, int)]
+    r = unseen_reading(z, y, bins=8)
+    assert len(r["edges"]) == 7 and sum(r["n"]) == 800 and r["images"] == 800
+    assert np.all(np.diff(r["ai_share"]) >= 0) and r["ai_share"][0] < 0.2 and r["ai_share"][-1] > 0.8
+    # each class weighted to half: three copies of every AI image change the counts, not the shares
+    z3, y3 = np.r_[z, np.tile(z[y == 1], 2)], np.r_[y, np.ones(800, int)]
+    r3 = unseen_reading(z3, y3, bins=8)
+    assert np.allclose(r3["ai_share"], [read_score(r, e)["ai_share"] for e in
+                                        [(a + b) / 2 for a, b in zip([-9] + r3["edges"], r3["edges"] + [9])]], atol=0.1)
+    assert r3["n_ai"][-1] > r["n_ai"][-1]
+    row = read_score(r, 5.0)
+    assert row["ai_share"] == r["ai_share"][-1] and row["range_logit"] == [r["edges"][-1], None]
+    assert read_score(r, -5.0)["range_logit"] == [None, r["edges"][0]]
+    assert times_in_ten(0.15) == "2 times in 10" and times_in_ten(0.1) == "1 time in 10"
+    assert times_in_ten(0.97) == "more than 9 times in 10" and times_in_ten(0.01) == "fewer than 1 time in 10"
+    words = reading_words({**row, "images": 800})
+    assert "never saw" in words and "half AI and half real" in words and "of 800" in words
+    with pytest.raises(ValueError, match="both labels"):
+        unseen_reading(z, np.zeros(800, int))

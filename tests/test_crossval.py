@@ -22,6 +22,7 @@ from synthcheck.inference.prediction import uncertain_range
 from synthcheck.training.config import TrainConfig
 from synthcheck.training.crossval import (CrossvalConfig, Pool, assign_folds, fold_training_set, run_crossval,
                                           train_final)
+from synthcheck.training.stacking import combine, cross_fit, fit_combiner, run_stack
 
 from conftest import make_image
 
@@ -225,6 +226,27 @@ def test_a_model_with_a_fitted_band_gives_verdicts_by_it(tmp_path):
     assert uncertain_range({"threshold": 0.6, "uncertain_band": 0.1, "abstain": {"low": 0.2, "high": 0.9}}) == (0.2, 0.9)
 
 
+# --- stacking left-out scores ---------------------------------------------------------------------------
+
+def test_stack_scores_each_fold_with_a_combiner_that_never_saw_it():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 150)
+    fold = np.tile(np.arange(3), 100)
+    x = np.stack([y * 1.0 + rng.normal(0, 1, 300), y * 0.5 + rng.normal(0, 1, 300)], 1)
+    stacked, _, fits = cross_fit(x, y, fold)
+    assert {k: f["fitted_on"] for k, f in fits.items()} == {0: 200, 1: 200, 2: 200}
+    # wrecking fold 0's signals moves no combiner that scores folds 1 and 2, and fold 0's own combiner neither
+    wrecked = x.copy()
+    wrecked[fold == 0] = rng.normal(0, 5, ((fold == 0).sum(), 2))
+    again, _, fits2 = cross_fit(wrecked, y, fold)
+    assert fits2[0] == fits[0] and fits2[1] != fits[1] and fits2[2] != fits[2]
+    assert np.allclose(again[fold == 0], combine(wrecked[fold == 0], fits[0]["weights"], 0.0))
+    # the weights' magnitudes sum to one and there is no intercept: a signal stacked with itself is itself
+    w, b = fit_combiner(np.c_[x[:, 0], x[:, 0]], y)
+    assert b == 0.0 and np.allclose(w, [0.5, 0.5])
+    assert np.allclose(cross_fit(np.c_[x[:, 0], x[:, 0]], y, fold)[0], x[:, 0])
+
+
 # --- stitched explanation maps ------------------------------------------------------------------------
 
 def test_stitch_places_tile_maps_back_and_averages_overlaps():
@@ -292,7 +314,28 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     imgs = sorted((pool / "ai").glob("sd_*.png"))[:5] + sorted((pool / "real").glob("cam_*.png"))[:5]
     for p in ship.predict(imgs):
         assert p.verdict == ("ai" if p.prob_ai >= op["high"] else "real" if p.prob_ai <= op["low"] else "uncertain")
-    assert "Leave-sources-out figures" in (tmp_path / "cv" / "final" / "model" / "MODEL_CARD.md").read_text()
+    card_text = (tmp_path / "cv" / "final" / "model" / "MODEL_CARD.md").read_text()
+    assert "Leave-sources-out figures" in card_text and "What a score meant on sources" in card_text
+    # every prediction says what its score meant on the left-out images, read off the same table
+    reading = rep["unseen_reading"]
+    assert final["unseen_reading"]["edges"] == reading["edges"] and sum(reading["n"]) == rep["pooled"]["n"]
+    for p in ship.predict(imgs):
+        assert p.reading["ai_share"] in reading["ai_share"] and "sources it never saw" in p.reading["text"]
+        assert p.reading["range"][0] <= p.prob_ai <= p.reading["range"][1]
+    # a second signal over the same pool and folds, stacked: same groups, families and folds, cross-fitted combiner
+    cfg.hold_out, cfg.train.epochs = None, 3
+    run_crossval(cfg, tmp_path / "cv_short", progress=False)
+    st = run_stack([tmp_path / "cv", tmp_path / "cv_short"], tmp_path / "stack", progress=False)
+    assert set(st["groups"]) == set(rep["groups"]) and st["folds"] == rep["folds"]
+    assert {int(k): f["fitted_on"] for k, f in st["stack"]["per_fold"].items()} == {
+        int(k): 180 - sum(rep["groups"][f"{lab}:{fam}"]["n"] for fam in fams for lab in ("ai", "real")
+                          if f"{lab}:{fam}" in rep["groups"]) for k, fams in rep["folds"].items()}
+    assert (tmp_path / "stack" / "crossval.md").read_text().count("| all (shipped) |") == 1
+    cfg.folds = 2
+    (tmp_path / "cv_other_folds").mkdir()
+    (tmp_path / "cv_other_folds" / "config.json").write_text(json.dumps(cfg.to_dict()))
+    with pytest.raises(ValueError, match="same ones"):
+        run_stack([tmp_path / "cv", tmp_path / "cv_other_folds"], tmp_path / "stack2", progress=False)
 
 
 @pytest.mark.shared

@@ -288,3 +288,14 @@ def test_identical_tiles_needs_every_tile_equal_not_only_the_first_and_last():
     seen = []
     tile_mean(lambda flat: (seen.append(len(flat)), np.arange(len(flat), dtype=np.float32))[1], imgs)
     assert seen == [1 + 4 + 4]
+
+
+def test_a_photo_verdict_says_what_its_score_meant_on_unseen_sources_and_a_cifake_one_does_not():
+    det = Detector.load()
+    photo, small = det.predict([_png(600), _png(32)])
+    table = det.member("photo").reading
+    assert photo.model.startswith("photo:") and photo.reading["ai_share"] in table["ai_share"]
+    assert photo.reading["range"][0] <= photo.prob_ai <= photo.reading["range"][1]
+    assert photo.reading["text"].startswith("Among images from sources it never saw, mixed half AI and half real")
+    assert photo.to_dict()["reading"] == photo.reading
+    assert small.model.startswith("default:") and small.reading is None  # no left-out table for CIFAKE's model

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..data.store import save_json
-from .loso import conditions_table
+from .loso import conditions_table, reading_table
 
 
 def _pct(x):
@@ -153,6 +153,10 @@ def crossval_section(config: dict) -> list[str]:
         lines.append(f"| {g} | {r['n']} | {auc} | {100 * r['coverage']:.0f}% | {100 * r['confidently_wrong']:.0f}% | "
                      f"{100 * r['called_ai']:.0f}% |")
     lines += conditions_table(cv.get("conditions"))
+    if config.get("unseen_reading"):
+        r = config["unseen_reading"]
+        lines += reading_table(r, config["temperature"])
+        lines += ["", f"Every prediction carries its row of this table (`reading`), read off {r.get('source', 'left-out scores')}."]
     proxy = config.get("crossval_proxy")
     if proxy and proxy["epochs"] != proxy["final_epochs"]:
         lines += ["", f"The cross-validation models trained {proxy['epochs']} epochs, this model {proxy['final_epochs']}: "

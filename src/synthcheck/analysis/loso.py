@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.groups import CLASS_NAMES, family_of
-from ..inference.calibration import choose_threshold, fit_abstention, fit_temperature, probabilities, selective_figures
+from ..inference.calibration import (choose_threshold, fit_abstention, fit_temperature, probabilities,
+                                     selective_figures, unseen_reading)
 
 
 def own_centre(temperature: float, threshold: float) -> float:
@@ -146,19 +147,39 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
               "max_group_confidently_wrong": float(max(r["confidently_wrong"] for r in (limit_rows or rows).values())),
               "max_source_confidently_wrong": float(max(r["confidently_wrong"] for r in rows.values())),
               "real_groups_over_10pct_false_ai": [g for g, r in rows.items()
-                                                  if r["label"] == "real" and r["called_ai"] > 0.10]}
+                                                  if r["label"] == "real" and r["called_ai"] > 0.10],
+              # coverage must not come from large groups alone: the share of units answering at least 10% each
+              "ai_units_answering_10pct": _share_answering(limit_rows or rows, "ai"),
+              "real_units_answering_10pct": _share_answering(limit_rows or rows, "real")}
     in_sample = selective_figures(probs_final, labels, final["low"], final["high"])
     by_condition = {}
     for i, c in enumerate(conditions):
         vc, lc = v_all[(i + 1) * n:(i + 2) * n], fit_logits[(i + 1) * n:(i + 2) * n]
         worst_c, wrong_c = _wrong(vc, labels, limits)
         by_condition[c] = {"roc_auc": float(roc_auc_score(labels, lc)), "coverage": float((vc >= 0).mean()),
+                           "mean_ai_group_roc_auc": _mean_ai_auc(lc, labels, limits),
                            "confidently_wrong": float(wrong_c), "max_group_confidently_wrong": float(worst_c)}
     return {"groups": rows, **({"limit_groups": limit_rows} if limit_rows else {}), "pooled": pooled,
             "operating_point": final, "conditions": by_condition,
             "operating_point_in_sample": in_sample,
+            "unseen_reading": unseen_reading(logits, labels),
             "limits": {"max_wrong_group": max_wrong_group, "max_wrong_pooled": max_wrong_pooled},
             "by_category": _by_category(probs_final, labels, groups, categories, final["threshold"])}
+
+
+def _share_answering(rows: dict, label: str, at_least: float = 0.10) -> float:
+    units = [r for r in rows.values() if r["label"] == label]
+    return float(np.mean([r["coverage"] >= at_least for r in units])) if units else 0.0
+
+
+def _mean_ai_auc(logits, labels, units) -> float:
+    """Mean over AI units (groups or families) of each one's ROC-AUC against every real image."""
+    from sklearn.metrics import roc_auc_score
+
+    real = logits[labels == 0]
+    aucs = [roc_auc_score(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, logits[m]])
+            for m in (units == u for u in np.unique(units[labels == 1]))]
+    return float(np.mean(aucs))
 
 
 def _by_category(probs, labels, groups, categories, threshold) -> dict:
@@ -191,9 +212,11 @@ def conditions_table(conditions: dict | None) -> list[str]:
         return []
     return ["", "The band was also fitted on every left-out image re-scored as a copy (each source group under each "
             "copy held to the same limit); the same cross-fitted verdicts on those copies:", "",
-            "| copy | ROC-AUC | answered | confidently wrong | worst group |", "|---|---|---|---|---|"] + [
-        f"| {c} | {v['roc_auc']:.3f} | {100 * v['coverage']:.1f}% | {100 * v['confidently_wrong']:.1f}% | "
-        f"{100 * v['max_group_confidently_wrong']:.1f}% |" for c, v in conditions.items()]
+            "| copy | ROC-AUC | mean over AI units | answered | confidently wrong | worst group |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {c} | {v['roc_auc']:.3f} | {_f(v.get('mean_ai_group_roc_auc'))} | {100 * v['coverage']:.1f}% | "
+        f"{100 * v['confidently_wrong']:.1f}% | {100 * v['max_group_confidently_wrong']:.1f}% |"
+        for c, v in conditions.items()]
 
 
 def write_markdown(rep: dict, path: Path) -> None:
@@ -203,8 +226,13 @@ def write_markdown(rep: dict, path: Path) -> None:
              "gets on a generator or camera the model has never seen. Verdicts use an operating point cross-fitted by "
              "family (each family judged by a band fitted on the other families' left-out scores).", "",
              f"Pooled: n {pooled['n']}, ROC-AUC {_f(pooled['roc_auc'])}, AP {_f(pooled['average_precision'])}, "
-             f"mean ROC-AUC over AI groups {_f(pooled['mean_ai_group_roc_auc'])}; answered {_f(pooled['coverage'])}, "
-             f"confidently wrong {_f(pooled['confidently_wrong'])} (worst group {_f(pooled['max_group_confidently_wrong'])}).", "",
+             f"mean ROC-AUC over AI {'families' if rep.get('limit_groups') else 'groups'} "
+             f"{_f(pooled['mean_ai_group_roc_auc'])}; answered {_f(pooled['coverage'])}, "
+             f"confidently wrong {_f(pooled['confidently_wrong'])} (worst {'family' if rep.get('limit_groups') else 'group'} "
+             f"{_f(pooled['max_group_confidently_wrong'])}, worst source {_f(pooled.get('max_source_confidently_wrong'))})."
+             + (f" Answering at least 10% of their images: {_f(pooled['ai_units_answering_10pct'], 2)} of the AI and "
+                f"{_f(pooled['real_units_answering_10pct'], 2)} of the real units." if "ai_units_answering_10pct" in pooled
+                else ""), "",
              f"Operating point fitted on all left-out scores (what the bundled model ships): T {op['temperature']:.3f}, "
              f"threshold {op['threshold']:.3f}, uncertain between {op['low']:.3f} and {op['high']:.3f}.", "",
              "| group | label | n | ROC-AUC vs left-out real | answered | confidently wrong | called AI | called AI at threshold |",
@@ -220,6 +248,8 @@ def write_markdown(rep: dict, path: Path) -> None:
                   f"{_f(r['confidently_wrong'], 2)} | {', '.join(r['groups'])} |"
                   for g, r in sorted(rep["limit_groups"].items(), key=lambda kv: (kv[1]["label"], kv[0]))]
     lines += conditions_table(rep.get("conditions"))
+    lines += stack_lines(rep.get("stack"))
+    lines += reading_table(rep.get("unseen_reading"), rep["operating_point"]["temperature"])
     for f, cats in rep.get("by_category", {}).items():
         lines += ["", f"Content held equal in `{f}` (ROC-AUC of its AI vs its real images, per category):", "",
                   "| category | n AI | n real | ROC-AUC |", "|---|---|---|---|"]
@@ -227,6 +257,37 @@ def write_markdown(rep: dict, path: Path) -> None:
     lines += ["", "Folds (families left out together):", ""]
     lines += [f"- fold {k}: {', '.join(v)}" for k, v in rep.get("folds", {}).items()]
     path.write_text("\n".join(lines) + "\n")
+
+
+def stack_lines(st: dict | None) -> list[str]:
+    """What a stacked report stacked: each signal alone, how alike they rank, the combiner per fold."""
+    if not st:
+        return []
+    corr = st["rank_correlation"]
+    lines = ["", "Stack of the left-out scores of " + ", ".join(f"`{r}`" for r in st["runs"]) + " (a logistic combiner on "
+             "their centred logits, C " + f"{st['C']}; fold k's images scored by a combiner fitted on the other folds' "
+             "images only).", "",
+             "Each signal alone, pooled ROC-AUC: " + ", ".join(f"`{r}` {v['roc_auc']:.3f}" for r, v in st["signals"].items())
+             + (f"; Spearman rank correlation of their left-out scores {corr:.3f}." if not isinstance(corr, list) else "."),
+             "", "| fold | weights | intercept | fitted on |", "|---|---|---|---|"]
+    lines += [f"| {k} | {', '.join(f'{w:.3f}' for w in f['weights'])} | {f['intercept']:.3f} | {f['fitted_on']} |"
+              for k, f in st["per_fold"].items()]
+    sh = st["shipped"]
+    lines += [f"| all (shipped) | {', '.join(f'{w:.3f}' for w in sh['weights'])} | {sh['intercept']:.3f} | every image |"]
+    return lines
+
+
+def reading_table(reading: dict | None, temperature: float) -> list[str]:
+    """The `unseen_reading` table as the shipped model reads it (P(AI) at the fitted temperature)."""
+    if not reading:
+        return []
+    edges = [0.0] + [float(probabilities(np.array([e]), temperature)[0]) for e in reading["edges"]] + [1.0]
+    lines = ["", "What a score meant on sources the models never saw (the left-out images in ranges of equal size; "
+             "share AI with AI and real weighted to half each, made non-decreasing):", "",
+             "| P(AI) from | to | n | AI | real | share AI (half/half) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {edges[i]:.3f} | {edges[i + 1]:.3f} | {reading['n'][i]} | {reading['n_ai'][i]} | "
+              f"{reading['n_real'][i]} | {reading['ai_share'][i]:.2f} |" for i in range(len(reading["n"]))]
+    return lines
 
 
 def plot_report(rep: dict, path: Path) -> None:

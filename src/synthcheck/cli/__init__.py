@@ -1,7 +1,7 @@
 """Command line: a thin layer over the library (Detector, train, evaluate); no logic of its own.
 
 `app` is the `synthcheck` command (the entry point `synthcheck.cli:app`; `python -m synthcheck.cli` runs it too).
-The commands live in one module per group -- `train` (models, train, compare, crossval, attribution),
+The commands live in one module per group -- `train` (models, train, compare, crossval, stack, attribution),
 `evaluate` (evaluate, robustness, calibrate), `predict` (predict, inspect), `explain` (explain, spectrum),
 `serve` (export, serve), `data` (pairs, audit) -- and are registered here, in the order `--help` lists them.
 Command modules import the library inside each command, so `synthcheck --help` does not load torch.
@@ -34,7 +34,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 for _command in (train.models, train.train, evaluate.evaluate, predict.predict, predict.inspect, explain.explain,
                  explain.spectrum, evaluate.robustness, evaluate.calibrate, data.audit, train.compare, serve.export,
-                 serve.serve, data.pairs, train.attribution, train.crossval):
+                 serve.serve, data.pairs, train.attribution, train.crossval, train.stack):
     app.command()(_command)
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..inference.attribution import generator_note
 from ..inference.metadata import history_summary, is_file_history
+from ..inference.prediction import times_in_ten
 from .common import BACKEND_HELP, PRECISION_HELP, _display, _expand, _fail, _load_detector, _setup_logging, console, err
 
 def predict(
@@ -154,6 +155,9 @@ def predict(
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
                 if p.generator:
                     notes.append(generator_note(p.generator))
+                if p.reading:
+                    notes.append(f"on unseen sources, scores like this were AI {times_in_ten(p.reading['ai_share'])} "
+                                 f"(half/half mix; n {p.reading['n']})")
                 if p.verdict != p.pixel_verdict:
                     notes.insert(0, f"pixels alone: {p.pixel_verdict}")
                 if p.route:

@@ -193,17 +193,7 @@ def crossval(
     if not rep.get("groups"):
         console.print(f"folds done: {rep['folds_done']} of {cfg.folds}; run again for the rest")
         return
-    t = Table(title=f"leave-sources-out ({cfg.folds} folds): every group scored by a model that never saw it")
-    for c in ("group", "n", "ROC-AUC", "answered", "conf. wrong", "called AI"):
-        t.add_column(c, justify="left" if c == "group" else "right")
-    for g, r in sorted(rep["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
-        t.add_row(g, str(r["n"]), "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}", f"{r['coverage']:.2f}",
-                  f"{r['confidently_wrong']:.2f}", f"{r['called_ai']:.2f}")
-    p = rep["pooled"]
-    t.add_row("pooled", str(p["n"]), f"{p['roc_auc']:.3f}", f"{p['coverage']:.2f}", f"{p['confidently_wrong']:.2f}", "")
-    console.print(t)
-    console.print(f"mean ROC-AUC over AI groups {p['mean_ai_group_roc_auc']:.3f}; wrote {out / 'crossval.json'}, "
-                  f"{out / 'crossval.md'}, {out / 'crossval.png'}")
+    _print_loso(rep, cfg.folds, out)
     if final:
         try:
             if final_epochs:
@@ -214,6 +204,43 @@ def crossval(
         tm = c.get("test_metrics")
         console.print(f"[green]saved[/] {out / 'final' / 'model'}"
                       + (f" — held-out part: ROC-AUC {tm['roc_auc']:.4f}, n {tm['n']}" if tm else ""))
+
+
+def _print_loso(rep: dict, folds: int, out: Path) -> None:
+    """The crossval/stack report as a table: each group scored by a model that never saw it."""
+    t = Table(title=f"leave-sources-out ({folds} folds): every group scored by a model that never saw it")
+    for c in ("group", "n", "ROC-AUC", "answered", "conf. wrong", "called AI"):
+        t.add_column(c, justify="left" if c == "group" else "right")
+    for g, r in sorted(rep["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
+        t.add_row(g, str(r["n"]), "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}", f"{r['coverage']:.2f}",
+                  f"{r['confidently_wrong']:.2f}", f"{r['called_ai']:.2f}")
+    p = rep["pooled"]
+    t.add_row("pooled", str(p["n"]), f"{p['roc_auc']:.3f}", f"{p['coverage']:.2f}", f"{p['confidently_wrong']:.2f}", "")
+    console.print(t)
+    unit = "families" if rep.get("limit_groups") else "groups"
+    console.print(f"mean ROC-AUC over AI {unit} {p['mean_ai_group_roc_auc']:.3f}; wrote {out / 'crossval.json'}, "
+                  f"{out / 'crossval.md'}, {out / 'crossval.png'}")
+
+
+def stack(
+    runs: List[Path] = typer.Argument(..., help="crossval output folders over the same pool, families and folds"),
+    out: Path = typer.Option(Path("runs/stack"), "--out", "-o"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Stack several crossval runs' left-out scores (a logistic combiner cross-fitted by fold: no image's family is in
+    the fit that scores it) and report the stack as crossval reports one run, band and copies included."""
+    from ..training.stacking import run_stack
+
+    _setup_logging(not quiet)
+    try:
+        rep = run_stack([str(r) for r in runs], out, progress=not quiet)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _print_loso(rep, len(rep["folds"]), out)
+    st = rep["stack"]
+    console.print("signals alone, pooled ROC-AUC: " + ", ".join(f"{r} {v['roc_auc']:.3f}" for r, v in st["signals"].items())
+                  + f"; rank correlation {st['rank_correlation'] if isinstance(st['rank_correlation'], list) else round(st['rank_correlation'], 3)}",
+                  soft_wrap=True)
 
 
 def attribution(

@@ -156,3 +156,41 @@ def fit_abstention(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, th
     return {"low": float(lows[i]) if np.isfinite(lows[i]) else 0.0,
             "high": float(highs[j]) if np.isfinite(highs[j]) else 1.0,
             "coverage": float(cover[i, j]), "confidently_wrong": float(pooled[i, j])}
+
+
+def unseen_reading(centred_logits: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:
+    """What a score meant on sources the models never saw: the left-out images cut into `bins` score ranges of
+    equal size, and in each the share that was AI-generated had AI and real images been equally many (each class
+    weighted to half, so the table does not depend on how this pool happened to be mixed). The shares are made
+    non-decreasing (isotonic, weighted by the images in each range), since a higher score meaning "less likely
+    AI" would be noise. Keyed on the centred logit, the scale every fold model and the shipped model share
+    (`analysis.loso.own_calibration`), so one table reads any of them."""
+    from sklearn.isotonic import IsotonicRegression
+
+    z = np.asarray(centred_logits, np.float64)
+    y = np.asarray(labels).astype(int)
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("unseen_reading needs left-out images of both labels")
+    edges = np.quantile(z, np.linspace(0, 1, bins + 1))
+    edges[0], edges[-1] = -np.inf, np.inf
+    edges = np.unique(edges)
+    b = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, len(edges) - 2)
+    n_ai = np.bincount(b[y == 1], minlength=len(edges) - 1)
+    n_real = np.bincount(b[y == 0], minlength=len(edges) - 1)
+    rate_ai, rate_real = n_ai / n_ai.sum(), n_real / n_real.sum()
+    share = np.divide(rate_ai, rate_ai + rate_real, out=np.full(len(n_ai), 0.5), where=rate_ai + rate_real > 0)
+    share = IsotonicRegression(y_min=0, y_max=1).fit(np.arange(len(share)), share, sample_weight=n_ai + n_real + 1e-9
+                                                     ).predict(np.arange(len(share)))
+    return {"edges": [float(e) for e in edges[1:-1]], "ai_share": [round(float(s), 4) for s in share],
+            "n": [int(k) for k in n_ai + n_real], "n_ai": [int(k) for k in n_ai], "n_real": [int(k) for k in n_real],
+            "images": int(len(z)), "mix": "AI and real weighted to half each"}
+
+
+def read_score(reading: dict, centred_logit: float) -> dict:
+    """One score's row of an `unseen_reading` table: its range (as centred logits) and the share of AI there."""
+    edges = reading["edges"]
+    i = int(np.searchsorted(np.asarray(edges), centred_logit, side="right"))
+    lo = edges[i - 1] if i > 0 else None
+    hi = edges[i] if i < len(edges) else None
+    return {"ai_share": reading["ai_share"][i], "n": reading["n"][i], "range_logit": [lo, hi],
+            "images": reading["images"]}

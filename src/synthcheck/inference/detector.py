@@ -18,7 +18,7 @@ from ..models.checkpoint import load_config, load_model, spec_of
 from ..models.registry import fold_batchnorm
 from .calibration import probabilities
 from .metadata import combine_verdict, inspect
-from .prediction import Prediction, _source_name, describe_range, stack_decoded, uncertain_range
+from .prediction import Prediction, _source_name, describe_range, score_reading, stack_decoded, uncertain_range
 from .scoring import cpu_threads, pick_device, resolve_precision, score_logits
 
 AUTO = "auto"              # what no model name means: each image goes to the bundled model made for its size
@@ -67,6 +67,7 @@ class Detector:
         self.threshold = float(config.get("threshold", 0.5))
         self.uncertain_band = float(config.get("uncertain_band", 0.0))
         self.uncertain_range = uncertain_range(config)
+        self.reading = config.get("unseen_reading")  # what a score meant on unseen sources (crossval models only)
         from ..models.features import FEATURES
         from .attribution import AttributionHead
 
@@ -275,7 +276,7 @@ class Detector:
         generator = self.attribute(verdict, decoded) if verdict in ("ai", "uncertain") else None
         return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
                           [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band,
-                          self.uncertain_range, generator)
+                          self.uncertain_range, generator, score_reading(self.reading, p, self.temperature))
 
     def attribute(self, verdict: str, decoded: dict) -> dict | None:
         """The generator family from pixels (the attribution head on this image's features) and from metadata

@@ -30,6 +30,7 @@ class Prediction:
     uncertain_band: float | None = None
     uncertain_range: tuple | None = None  # (low, high): "real" at P(AI) <= low, "ai" at >= high, else "uncertain"
     generator: dict | None = None     # for "ai"/"uncertain": which generator family made it, or "unknown" (attribution.py)
+    reading: dict | None = None       # what this score meant on sources the model never saw (calibration.unseen_reading)
 
     @property
     def ok(self) -> bool:
@@ -42,7 +43,7 @@ class Prediction:
                 "evidence": list(self.evidence), "warnings": list(self.warnings), "route": self.route,
                 "threshold": self.threshold, "uncertain_band": self.uncertain_band,
                 "uncertain_range": list(self.uncertain_range) if self.uncertain_range else None,
-                "generator": self.generator}
+                "generator": self.generator, "reading": self.reading}
 
 
 def stack_decoded(decoded: list[dict]) -> np.ndarray:
@@ -59,6 +60,40 @@ def uncertain_range(config: dict) -> tuple[float, float]:
         return float(a["low"]), float(a["high"])
     t, b = float(config.get("threshold", 0.5)), float(config.get("uncertain_band", 0.0))
     return t - b, t + b
+
+
+def times_in_ten(share: float) -> str:
+    """0.7 -> "7 times in 10"; the ends say "more than 9" / "fewer than 1" rather than a rounded certainty."""
+    if share >= 0.95:
+        return "more than 9 times in 10"
+    if share < 0.05:
+        return "fewer than 1 time in 10"
+    k = int(10 * share + 0.5)  # half up (round() would send 0.15 and 0.25 both to 2)
+    return f"{k} time{'s' if k != 1 else ''} in 10"
+
+
+def reading_words(reading: dict) -> str:
+    """A `Prediction.reading` as a sentence a person reads correctly: a share among many images, not a promise
+    about this one."""
+    return (f"Among images from sources it never saw, mixed half AI and half real, those scored in this range "
+            f"were AI-generated {times_in_ten(reading['ai_share'])} ({reading['n']} of {reading['images']:,} "
+            f"left-out images scored in this range).")
+
+
+def score_reading(table: dict | None, p: float, temperature: float) -> dict | None:
+    """A model's `unseen_reading` row for P(AI) = p (the table is keyed on the centred logit, T x logit(p)), with
+    the range in P(AI) and the sentence every front end shows; None for a model without the table."""
+    from .calibration import probabilities, read_score
+
+    if not table:
+        return None
+    q = min(max(p, 1e-12), 1 - 1e-12)
+    r = read_score(table, temperature * float(np.log(q / (1 - q))))
+    lo, hi = r.pop("range_logit")
+    r["range"] = [0.0 if lo is None else round(float(probabilities(np.array([lo]), temperature)[0]), 4),
+                  1.0 if hi is None else round(float(probabilities(np.array([hi]), temperature)[0]), 4)]
+    r["text"] = reading_words(r)
+    return r
 
 
 def describe_range(threshold: float, rng: tuple[float, float]) -> str:

@@ -244,6 +244,8 @@ def card(r: dict, uid: str, vis: dict | None = None, models: dict | None = None,
     model = (models or {}).get(r.get("model"), r.get("model"))
     body = [head, f'<p class="sc-verdict sc-v-{_e(v)}" style="color:{COLOURS.get(v, "inherit")}">'
                   f'{_e(VERDICT_WORDS.get(v, v))}</p>', bar(r["prob_ai"], low, high)]
+    if r.get("reading"):
+        body.append(f'<p class="sc-reading">{_e(r["reading"]["text"])}</p>')
     if r.get("reason") and r["reason"] != "pixels":
         body.append(f'<p class="sc-reason">Why this verdict: {_e(r["reason"])}</p>')
     body.append(f'<p class="sc-model" title="{_e(r.get("route") or r.get("model") or "")}">Judged by the '
@@ -328,7 +330,7 @@ CSS = """
 .sc-scale{display:flex;justify-content:space-between;gap:.5rem;font-size:.75rem;opacity:.8}
 .sc-prob{margin:.35rem 0}
 .sc-muted{opacity:.75;font-size:.85em}
-.sc-model,.sc-generator,.sc-reason,.sc-warning,.sc-problem{margin:.35rem 0}
+.sc-model,.sc-generator,.sc-reading,.sc-reason,.sc-warning,.sc-problem{margin:.35rem 0}
 .sc-warning{color:#9a6408}
 .sc-evidence{margin:.35rem 0;font-size:.9rem}
 .sc-evidence p{margin:0}

@@ -181,7 +181,8 @@ class Service:
                          reason=pred.reason, evidence=pred.evidence, warnings=pred.warnings,
                          width=d["size"][1], height=d["size"][0], model=pred.model, route=pred.route,
                          threshold=pred.threshold, uncertain_band=pred.uncertain_band,
-                         uncertain_range=list(pred.uncertain_range), generator=pred.generator)
+                         uncertain_range=list(pred.uncertain_range), generator=pred.generator,
+                         reading=pred.reading)
             else:
                 r["error"] = pred.error
             r["timing_ms"] = {"decode": round(d["decode_s"] * 1000, 2), "model": round(t_model * 1000, 2),

@@ -60,6 +60,16 @@ class CrossvalConfig:
             setattr(cfg, k, v)
         return cfg
 
+    @classmethod
+    def from_run(cls, run: str | Path) -> "CrossvalConfig":
+        """The config a crossval run saved (OUT/config.json)."""
+        import json
+
+        raw = json.loads((Path(run) / "config.json").read_text())
+        tr = dict(raw.pop("train"))
+        aug = AugmentConfig(**tr.pop("augment", {}))
+        return cls(train=TrainConfig.from_dict({**tr, "augment": aug}), **raw)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["train"] = self.train.to_dict()
@@ -170,6 +180,13 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     from ..models.checkpoint import load_model
     from .train import train
 
+    from ..data.transforms import CONDITIONS
+
+    unknown = [c for c in cfg.band_conditions if c not in CONDITIONS]
+    if unknown:  # before any training: a typo found after hours of folds is hours lost
+        raise ValueError(f"band_conditions: unknown condition {unknown[0]!r}; known: {', '.join(CONDITIONS)}")
+    if cfg.limit_by not in ("group", "family"):
+        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "config.json", cfg.to_dict())
@@ -198,21 +215,8 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     done = [k for k in range(cfg.folds) if (out / f"fold_{k}" / "scores.npz").exists()]
     if len(done) < cfg.folds:
         return {"folds_done": done, "complete": False}
-    logits, raw = np.full(len(pool.pool), np.nan), np.full(len(pool.pool), np.nan)
-    conditioned = {c: np.full(len(pool.pool), np.nan) for c in cfg.band_conditions}
-    for k in range(cfg.folds):
-        z = np.load(out / f"fold_{k}" / "scores.npz")
-        if not np.array_equal(z["digests"], pool.pool.digests[z["index"]]):
-            raise ValueError(f"{out}/fold_{k}: scores were made on other data; remove the folder to redo it")
-        centre = _fold_calibration(out / f"fold_{k}", z)
-        raw[z["index"]] = z["logits"]
-        logits[z["index"]] = own_calibration(z["logits"], *centre)
-        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z, cfg.band_conditions, spec).items():
-            conditioned[c][z["index"]] = own_calibration(zc, *centre)
-    if cfg.limit_by not in ("group", "family"):
-        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
-    limit_groups = None if cfg.limit_by == "group" else [
-        f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)]
+    logits, raw, conditioned = left_out_scores(cfg, pool, out, spec)
+    limit_groups = limit_units(cfg, pool)
     report = loso_report(logits, pool.pool.labels, pool.pool.groups, pool.families, pool.categories,
                          cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned, limit_groups=limit_groups)
     report["folds"] = {str(k): sorted(f for f, v in fold_of.items() if v == k) for k in range(cfg.folds)}
@@ -225,6 +229,30 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     write_markdown(report, out / "crossval.md")
     plot_report(report, out / "crossval.png")
     return report
+
+
+def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every pool image's left-out logit, centred on its fold model's own operating point (`own_calibration`),
+    the raw logits, and the centred logits of each band condition's copies; all in pool order."""
+    logits, raw = np.full(len(pool.pool), np.nan), np.full(len(pool.pool), np.nan)
+    conditioned = {c: np.full(len(pool.pool), np.nan) for c in cfg.band_conditions}
+    for k in range(cfg.folds):
+        z = np.load(out / f"fold_{k}" / "scores.npz")
+        if not np.array_equal(z["digests"], pool.pool.digests[z["index"]]):
+            raise ValueError(f"{out}/fold_{k}: scores were made on other data; remove the folder to redo it")
+        centre = _fold_calibration(out / f"fold_{k}", z)
+        raw[z["index"]] = z["logits"]
+        logits[z["index"]] = own_calibration(z["logits"], *centre)
+        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z, cfg.band_conditions, spec).items():
+            conditioned[c][z["index"]] = own_calibration(zc, *centre)
+    return logits, raw, conditioned
+
+
+def limit_units(cfg: CrossvalConfig, pool: Pool) -> list[str] | None:
+    """The units held to the per-group limit: None (the groups themselves) or each label's family."""
+    if cfg.limit_by not in ("group", "family"):
+        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
+    return None if cfg.limit_by == "group" else [f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)]
 
 
 def condition_tiles(images: ImageSet, idx: np.ndarray, condition: str, spec) -> np.ndarray:
@@ -348,6 +376,8 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
                             if cfg.band_conditions else "") + "), not same-source validation images",
         "command": command or config.get("command"),
         "crossval_proxy": {"epochs": report["config"]["train"]["epochs"], "final_epochs": cfg.train.epochs},
+        "unseen_reading": {**report["unseen_reading"], "source": f"leave-sources-out scores of {cfg.folds} cross-validation "
+                           "models (this recipe; each image scored by a model that never saw its family)"},
         "domain_rule": "warn",  # the band was fitted on unseen sources: size/aspect warnings inform, never decide
         "crossval": {"pooled": report["pooled"], "groups": report["groups"], "folds": report["folds"],
                      "by_category": report.get("by_category", {}), "conditions": report.get("conditions", {})},
