@@ -53,3 +53,47 @@ def markdown(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(fmt(r[k]) for k, _ in cols)
                      + f" | {r['real_sources_over_10pct_called_ai_at_threshold']} of {r['real_sources']} |")
     return "\n".join(lines)
+
+
+# Photo model v3: rows by the families fixed in its issue (crossval `limit_by = "family"`), copies beside the files
+V3_NAMED = ("sd1", "sdxl", "sd3", "flux", "nano-banana", "gpt-4o", "realorai", "pack-2022", "open-dit")
+JPEG90, CROP256 = "all re-encoded JPEG 90", "all cut to 256 x 256"
+
+
+def family_row(label: str, report: dict) -> dict:
+    """One run by families: pooled and per-family ROC-AUC (GANs as their mean), the same on the JPEG 90 copies,
+    coverage and errors at its cross-fitted band, and how many families and sources it answers at least 10% of."""
+    fams, p, cond = report["limit_groups"], report["pooled"], report.get("conditions", {})
+    auc = {k[3:]: v["roc_auc"] for k, v in fams.items() if k.startswith("ai:")}
+    gan = [auc[k] for k in GANS if k in auc]
+    real = [v for v in fams.values() if v["label"] == "real"]
+    ai = [v for v in fams.values() if v["label"] == "ai"]
+    return {
+        "run": label,
+        "pooled_roc_auc": p["roc_auc"], "mean_ai_family_roc_auc": p["mean_ai_group_roc_auc"],
+        **{f"roc_auc {k}": auc.get(k) for k in V3_NAMED},
+        "roc_auc GANs (mean of 10)": float(np.mean(gan)) if gan else None,
+        "jpeg90_pooled_roc_auc": (cond.get(JPEG90) or {}).get("roc_auc"),
+        "jpeg90_mean_ai_family_roc_auc": (cond.get(JPEG90) or {}).get("mean_ai_group_roc_auc"),
+        "crop256_pooled_roc_auc": (cond.get(CROP256) or {}).get("roc_auc"),
+        "answered": p["coverage"], "confidently_wrong": p["confidently_wrong"],
+        "worst_family_confidently_wrong": p["max_group_confidently_wrong"],
+        "ai_families_answered_10pct": sum(v["coverage"] >= 0.10 for v in ai), "ai_families": len(ai),
+        "real_sources_answered_10pct": sum(v["coverage"] >= 0.10 for v in real), "real_sources": len(real),
+    }
+
+
+def family_markdown(rows: list[dict]) -> str:
+    cols = [("run", "run"), ("pooled_roc_auc", "pooled ROC-AUC"), ("mean_ai_family_roc_auc", "mean over AI families"),
+            *[(f"roc_auc {k}", k) for k in V3_NAMED], ("roc_auc GANs (mean of 10)", "GANs (10)"),
+            ("jpeg90_pooled_roc_auc", "JPEG 90 pooled"), ("jpeg90_mean_ai_family_roc_auc", "JPEG 90 families"),
+            ("crop256_pooled_roc_auc", "256 crops pooled"), ("answered", "answered"),
+            ("confidently_wrong", "conf. wrong"), ("worst_family_confidently_wrong", "worst family")]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(h for _, h in cols) + " | AI families ≥10% answered | real sources ≥10% answered |",
+             "|" + "---|" * (len(cols) + 2)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r[k]) for k, _ in cols)
+                     + f" | {r['ai_families_answered_10pct']} of {r['ai_families']} | "
+                     f"{r['real_sources_answered_10pct']} of {r['real_sources']} |")
+    return "\n".join(lines)
