@@ -39,7 +39,10 @@ def main():
     rows = []
     for spec in args.runs:
         label, path = spec.split("=", 1)
-        rows.append((family_row if args.families else row)(label, json.loads(Path(path).read_text())))
+        rep = json.loads(Path(path).read_text())
+        if args.families and "limit_groups" not in rep:
+            raise SystemExit(f"{path}: no rows per family; --families needs runs with limit_by = \"family\"")
+        rows.append((family_row if args.families else row)(label, rep))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"command": "python scripts/ablation_table.py " + ("--families " if args.families else "")
               + (f'--title "{args.title}" ' if args.title else "") + " ".join(f'"{s}"' for s in args.runs)

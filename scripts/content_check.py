@@ -32,6 +32,9 @@ def main(argv=None):
              for r in csv.DictReader(args.manifest.open()) if r["label"] == "ai"}
     z = np.load(args.run / "loso_scores.npz")
     base = [Path(str(n)).name for n in z["names"]]
+    if not set(base) & set(names):
+        raise SystemExit(f"{args.manifest}: none of its AI files is among {args.run}'s {len(base)} scored images "
+                         "(another data set's manifest?)")
     y, s = z["labels"], z["logits"]
     real = s[y == 0]
     out = {"run": str(args.run), "manifest": str(args.manifest), "words": words, "n_real": int(len(real))}

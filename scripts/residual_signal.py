@@ -62,7 +62,8 @@ def main(argv=None):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from synthcheck.training.crossval import CrossvalConfig, assign_folds, load_pool
+    from synthcheck.analysis.loso import mean_ai_auc
+    from synthcheck.training.crossval import CrossvalConfig, assign_folds, limit_units, load_pool
     from synthcheck.training.stacking import cross_fit
 
     cfg = CrossvalConfig.load(args.config)
@@ -78,15 +79,13 @@ def main(argv=None):
     y = pool.pool.labels.astype(int)
     fold_of = assign_folds(pool.families, cfg.folds, cfg.seed)
     fold = np.array([fold_of[f] for f in pool.families])
-    units = np.array([f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)])
+    units = limit_units(cfg, pool) or pool.pool.groups  # the families the report averages over
     cnn = np.load(args.run / "loso_scores.npz")
     if not np.array_equal(cnn["digests"], pool.pool.digests):
         raise SystemExit(f"{args.run}: its scores are of another pool")
 
     def family_mean(s):
-        real = s[y == 0]
-        return float(np.mean([roc_auc_score(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, s[m]])
-                              for m in (units == u for u in np.unique(units[y == 1]))]))
+        return mean_ai_auc(s, y, units)
 
     result = {"command": "python scripts/residual_signal.py " + " ".join(str(a) for a in (argv or [])) if argv else None,
               "cnn": {"roc_auc": float(roc_auc_score(y, cnn["logits"])), "mean_ai_family_roc_auc": family_mean(cnn["logits"])}}

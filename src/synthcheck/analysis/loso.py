@@ -137,11 +137,10 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
                 yy = np.r_[np.zeros(len(real_scores)), np.ones(m.sum())]
                 row["roc_auc"] = float(roc_auc_score(yy, np.r_[real_scores, logits[m]]))
             limit_rows[g] = row
-    ai_aucs = [r["roc_auc"] for r in (limit_rows or rows).values() if r["label"] == "ai"]
     answered = v >= 0
     pooled = {"n": int(len(labels)), "roc_auc": float(roc_auc_score(labels, logits)),
               "average_precision": float(average_precision_score(labels, logits)),
-              "mean_ai_group_roc_auc": float(np.mean(ai_aucs)),
+              "mean_ai_group_roc_auc": mean_ai_auc(logits, labels, limits),
               "coverage": float(answered.mean()), "confidently_wrong": float((answered & (v != labels)).mean()),
               "error_when_answered": float((v[answered] != labels[answered]).mean()) if answered.any() else None,
               "max_group_confidently_wrong": float(max(r["confidently_wrong"] for r in (limit_rows or rows).values())),
@@ -157,7 +156,7 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
         vc, lc = v_all[(i + 1) * n:(i + 2) * n], fit_logits[(i + 1) * n:(i + 2) * n]
         worst_c, wrong_c = _wrong(vc, labels, limits)
         by_condition[c] = {"roc_auc": float(roc_auc_score(labels, lc)), "coverage": float((vc >= 0).mean()),
-                           "mean_ai_group_roc_auc": _mean_ai_auc(lc, labels, limits),
+                           "mean_ai_group_roc_auc": mean_ai_auc(lc, labels, limits),
                            "confidently_wrong": float(wrong_c), "max_group_confidently_wrong": float(worst_c)}
     return {"groups": rows, **({"limit_groups": limit_rows} if limit_rows else {}), "pooled": pooled,
             "operating_point": final, "conditions": by_condition,
@@ -172,10 +171,11 @@ def _share_answering(rows: dict, label: str, at_least: float = 0.10) -> float:
     return float(np.mean([r["coverage"] >= at_least for r in units])) if units else 0.0
 
 
-def _mean_ai_auc(logits, labels, units) -> float:
+def mean_ai_auc(logits, labels, units) -> float:
     """Mean over AI units (groups or families) of each one's ROC-AUC against every real image."""
     from sklearn.metrics import roc_auc_score
 
+    logits, labels, units = np.asarray(logits, np.float64), np.asarray(labels), np.asarray(units, dtype=str)
     real = logits[labels == 0]
     aucs = [roc_auc_score(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, logits[m]])
             for m in (units == u for u in np.unique(units[labels == 1]))]

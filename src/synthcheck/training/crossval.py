@@ -70,6 +70,16 @@ class CrossvalConfig:
         aug = AugmentConfig(**tr.pop("augment", {}))
         return cls(train=TrainConfig.from_dict({**tr, "augment": aug}), **raw)
 
+    def validate(self) -> None:
+        """Fail before any training: a typo found after hours of folds is hours lost."""
+        from ..data.transforms import CONDITIONS
+
+        unknown = [c for c in self.band_conditions if c not in CONDITIONS]
+        if unknown:
+            raise ValueError(f"band_conditions: unknown condition {unknown[0]!r}; known: {', '.join(CONDITIONS)}")
+        if self.limit_by not in ("group", "family"):
+            raise ValueError(f"limit_by must be 'group' or 'family', not {self.limit_by!r}")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["train"] = self.train.to_dict()
@@ -179,14 +189,7 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     from ..inference.scoring import score_logits
     from ..models.checkpoint import load_model
     from .train import train
-
-    from ..data.transforms import CONDITIONS
-
-    unknown = [c for c in cfg.band_conditions if c not in CONDITIONS]
-    if unknown:  # before any training: a typo found after hours of folds is hours lost
-        raise ValueError(f"band_conditions: unknown condition {unknown[0]!r}; known: {', '.join(CONDITIONS)}")
-    if cfg.limit_by not in ("group", "family"):
-        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
+    cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "config.json", cfg.to_dict())
@@ -223,12 +226,19 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     report["config"] = cfg.to_dict()
     report["training_only"] = {"n": 0 if pool.extra is None else len(pool.extra),
                                "groups": {} if pool.extra is None else _counts(pool.extra.groups)}
-    np.savez(out / "loso_scores.npz", logits=logits, raw_logits=raw, labels=pool.pool.labels, groups=pool.pool.groups.astype(str),
+    save_run_report(out, report, pool, logits=logits, raw_logits=raw)
+    return report
+
+
+def save_run_report(out: Path, report: dict, pool: Pool, **scores: np.ndarray) -> None:
+    """A run's (or a stack's) left-out scores beside the pool's labels, groups and names (loso_scores.npz), and its
+    report as crossval.json, .md and .png."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "loso_scores.npz", **scores, labels=pool.pool.labels, groups=pool.pool.groups.astype(str),
              families=pool.families.astype(str), digests=pool.pool.digests, names=np.array(pool.pool.names))
     save_json(out / "crossval.json", report)
     write_markdown(report, out / "crossval.md")
     plot_report(report, out / "crossval.png")
-    return report
 
 
 def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -250,8 +260,7 @@ def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec) -> tuple[n
 
 def limit_units(cfg: CrossvalConfig, pool: Pool) -> list[str] | None:
     """The units held to the per-group limit: None (the groups themselves) or each label's family."""
-    if cfg.limit_by not in ("group", "family"):
-        raise ValueError(f"limit_by must be 'group' or 'family', not {cfg.limit_by!r}")
+    cfg.validate()
     return None if cfg.limit_by == "group" else [f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)]
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.store import save_json
-from .crossval import CrossvalConfig, assign_folds, left_out_scores, limit_units, load_pool
+from .crossval import CrossvalConfig, assign_folds, left_out_scores, limit_units, load_pool, save_run_report
 
 log = logging.getLogger("synthcheck")
 
@@ -27,8 +26,10 @@ def fit_combiner(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """(weights, intercept) of the stack: the direction of a class-balanced logistic regression on the signals'
     centred logits, scaled so that the weights' magnitudes sum to one, and no intercept. Each input is centred on its
     model's own operating point, so a weighted mean of them is a centred logit too. A free intercept and scale, fitted
-    anew for each fold, shift whole folds against each other: stacking the base run with itself that way took its
-    pooled ROC-AUC from 0.771 to 0.688 (every image ranked the same within its fold); this form leaves it at 0.771."""
+    anew for each fold, shift whole folds against each other: stacking the base run with itself that way (sklearn's
+    default LogisticRegression, C 1, during development) took its pooled ROC-AUC from 0.771 to 0.688 while every
+    image ranked the same within its fold; this form leaves it at 0.771 (`synthcheck stack runs/cv_v3_base
+    runs/cv_v3_base`, and the test that a signal stacked with itself is itself)."""
     from sklearn.linear_model import LogisticRegression
 
     m = LogisticRegression(C=STACK_C, fit_intercept=False, class_weight="balanced", max_iter=1000).fit(x, y)
@@ -61,13 +62,14 @@ def cross_fit(x: np.ndarray, y: np.ndarray, fold: np.ndarray, conditions: dict[s
 def run_stack(runs: list[str | Path], out: str | Path, progress: bool = True) -> dict:
     """Stack the left-out scores of `runs` (crossval output folders over the same pool, families and folds) and
     report the stack as crossval reports one run."""
-    from ..analysis.loso import loso_report, plot_report, write_markdown
+    from ..analysis.loso import loso_report
     from .config import model_spec
 
     if len(runs) < 2:
         raise ValueError("stack needs two or more crossval runs")
     cfgs = [CrossvalConfig.from_run(r) for r in runs]
     base = cfgs[0]
+    base.validate()
     for r, c in zip(runs[1:], cfgs[1:]):
         if (list(c.sources), c.folds, c.seed, c.merge, c.limit_by) != (list(base.sources), base.folds, base.seed,
                                                                       base.merge, base.limit_by):
@@ -104,11 +106,5 @@ def run_stack(runs: list[str | Path], out: str | Path, progress: bool = True) ->
     }
     report["folds"] = {str(k): sorted(f for f, v in fold_of.items() if v == k) for k in range(base.folds)}
     report["config"] = {"stack_of": [c.to_dict() for c in cfgs]}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "loso_scores.npz", logits=stacked, signals=x, labels=y, groups=pool.pool.groups.astype(str),
-             families=pool.families.astype(str), digests=pool.pool.digests, names=np.array(pool.pool.names))
-    save_json(out / "crossval.json", report)
-    write_markdown(report, out / "crossval.md")
-    plot_report(report, out / "crossval.png")
+    save_run_report(Path(out), report, pool, logits=stacked, signals=x)
     return report
