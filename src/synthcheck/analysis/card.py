@@ -184,13 +184,14 @@ def attribution_section(a: dict) -> list[str]:
     i = a["info"]
     fam = i.get("families_decided", {})
     rule = i["open_set"]["rule"]
-    lines = ["", "## Which generator made it (attribution head)", "",
-             f"Families named: {', '.join(f'{k} ({v})' for k, v in sorted(fam.get('known', {}).items()))}. Too thin to "
+    lines = ["", "## Which generator made it (attribution head)", ""] + naming_lines(i.get("naming_rule"))
+    lines += [f"Families the head knows: {', '.join(f'{k} ({v})' for k, v in sorted(fam.get('known', {}).items()))}. Too thin to "
              f"name (under {fam.get('min_images')} images; answered \"unknown\"): "
              f"{', '.join(sorted(fam.get('too_thin_to_name', {}))) or 'none'}; generator not stated: "
              f"{', '.join(fam.get('unknown_groups', [])) or 'none'}. Mapping: "
              + ", ".join(f"{k} → {v}" for k, v in sorted(fam.get("mapping", {}).items())) + ".", "",
-             f"Top-1 on held-out images of the named families (seeded split by image, stratified by family; "
+             f"Top-1 on held-out images of the known families (held-out images of the training collections: "
+             f"this measures the collection as much as the generator; seeded split, stratified by family; "
              f"{i['n_test']} images): {100 * i['top1']:.1f}%. Open set ({rule}, threshold chosen to keep "
              f"{100 * i['test_named']:.0f}% of held-out known images named), leave-one-family-out:", "",
              "| rule | ROC-AUC known vs left-out | left-out answered \"unknown\" |", "|---|---|---|"]
@@ -213,3 +214,30 @@ def attribution_section(a: dict) -> list[str]:
         lines += ["", "Thin and unstated generators answered \"unknown\" (each group scored by a head that never saw it): "
                   f"{100 * i['unknown_examples_rejected']:.0f}%."]
     return lines
+
+
+def naming_lines(rule: dict | None) -> list[str]:
+    """When a name is given from pixels, and how often it was right on collections and families the head (and
+    the backbone it reads) never saw: first, because that is how a user meets it (`training.attribution_out`)."""
+    if not rule:
+        return []
+    from ..training.attribution_out import share_text
+
+    lo = rule["left_out"]
+    n, a = lo["nested"], lo["as_is"]
+    said = (f"only {', '.join(rule['families'])}, at a family probability ≥ {rule['min_probability']} and P(AI) ≥ "
+            f"{rule['min_p_ai']}" if rule["families"] else "no family: every pixel answer is \"unknown\"")
+    validated = ", ".join(lo["candidates"]) or "none"
+    return [f"**Named from pixels: {said}.** Families validated on a collection left out of the head and of the "
+            f"backbone's training: {validated}; the others were learned from one collection each and are not named "
+            "from pixels (a name learned from one collection is a collection detector: on other collections of the "
+            "same family it cannot be checked, and on unseen families such names were wrong).", "",
+            "On collections and families left out (each fold model scores what it never saw; real photos count "
+            "when they reach \"can't tell\"):", "",
+            "| names given by | right among named | real photos named |", "|---|---|---|",
+            f"| the head with its open-set threshold only (before this rule) | {share_text(a['right'], a['named'])} | "
+            f"{a['real_named']} of {a['real_uncertain']} |",
+            f"| the rule, nested (each unit named by a rule fitted without it) | {share_text(n['right'], n['named'])} | "
+            f"{n['real_named']} of {n['real_uncertain']} |", "",
+            f"Report: `{rule.get('report', '')}`. Metadata names (C2PA, PNG parameters) are separate evidence with "
+            "their own figures (docs/guides/metadata.md).", ""]

@@ -52,7 +52,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
             logits, feats = detector.logits_and_features(part.images, 256)
         if feats is not None:
             probs, routed, thr, rng = detector.calibrated(logits), None, detector.threshold, detector.uncertain_range
-            attribution = evaluate_attribution(detector.attribution, feats, part.groups, part.labels)
+            attribution = evaluate_attribution(detector.attribution, feats, part.groups, part.labels, probs)
         else:
             probs, routed, thr, rng = score_part(detector, src, part, progress)
             attribution = None
@@ -197,10 +197,12 @@ def _plot_confusion(a: dict, path: Path) -> Path:
     return path
 
 
-def evaluate_attribution(head: AttributionHead, feats: np.ndarray, groups, labels: np.ndarray) -> dict | None:
+def evaluate_attribution(head: AttributionHead, feats: np.ndarray, groups, labels: np.ndarray,
+                         p_ai: np.ndarray | None = None) -> dict | None:
     """Attribution on an evaluated set: for its AI images whose group the head's fit mapped to a family (or to
-    "unknown"), top-1 over the known families, share named, share of unknown-family images rejected, and the
-    confusion matrix; None when no AI image of the set has a known expected answer."""
+    "unknown"), top-1 over the known families, share named (under the head's naming rule, with each image's
+    P(AI) `p_ai`), share of unknown-family images rejected, and the confusion matrix; None when no AI image of
+    the set has a known expected answer."""
     from sklearn.metrics import confusion_matrix
 
     table = head.info.get("group_family", {})
@@ -208,7 +210,8 @@ def evaluate_attribution(head: AttributionHead, feats: np.ndarray, groups, label
     use = want != ""
     if not use.any():
         return None
-    got = np.array([p["name"] for p in head.predict(feats[use])], dtype=object)
+    got = np.array([p["name"] for p in head.predict(feats[use], None if p_ai is None else np.asarray(p_ai)[use])],
+                   dtype=object)
     want = want[use]
     known = want != UNKNOWN
     top = np.array(head.families)[head.probabilities(feats[use]).argmax(1)]

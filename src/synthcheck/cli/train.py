@@ -244,18 +244,23 @@ def stack(
 
 
 def attribution(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="the crossval TOML: its pool, groups and \\[attribution] families"),
     model: Path = typer.Option(..., "--model", help="the photo model directory; the head is written beside its weights"),
     out: Path = typer.Option(Path("reports/attribution"), "--out", "-o"),
+    left_out: Path = typer.Option(None, "--left-out", help="a crossval run of the same pool: first evaluate names on "
+                                  "collections and families its fold models never saw, and ship the naming rule fitted there"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Which generator made it: fit the open-set attribution head on the photo model's own features (top-1 on a
-    seeded held-out part, rejection rule and threshold from leave-one-family-out runs)."""
+    seeded held-out part, rejection rule and threshold from leave-one-family-out runs); with --left-out, the
+    collection-out / family-out report and the rule that decides when a name may be given."""
     from ..training.attribution import run_attribution
 
     _setup_logging(not quiet)
+    command = _command_line(ctx)
     try:
-        r = run_attribution(config, model, out, progress=not quiet)
+        r = run_attribution(config, model, out, progress=not quiet, left_out=left_out, command=command)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
     os_ = r["open_set"]["figures"][r["open_set"]["rule"]]
@@ -268,4 +273,11 @@ def attribution(
     if r.get("unknown_examples_rejected") is not None:
         t.add_row("thin / unstated generators answered 'unknown'", f"{r['unknown_examples_rejected']:.3f}")
     console.print(t)
+    rule = r.get("naming_rule")
+    if rule is not None:
+        n = rule["left_out"]["nested"]
+        said = ", ".join(rule["families"]) or "no family (nothing is named from pixels)"
+        console.print(f"naming rule: {said}; nested on left-out collections and families: "
+                      f"{n['right']} right of {n['named']} named, {n['real_named']} of {n['real_uncertain']} real "
+                      f"photos reaching can't tell named ({out / 'left_out.md'})", soft_wrap=True)
     console.print(f"head saved in {model}; figures in {out / 'attribution.json'}, {out / 'attribution.png'}")

@@ -62,17 +62,33 @@ class AttributionHead:
         """Higher = more like a known family."""
         return open_set_scores(self, feats, rule or self.rule)
 
-    def predict(self, feats: np.ndarray) -> list[dict]:
-        """One attribution per row: the family or "unknown", its probability, the top-3 candidates."""
+    @property
+    def naming(self) -> dict | None:
+        """The naming rule fitted on collections and families the head never saw (`training.attribution_out`):
+        which families may be named from pixels, and the floors on their probability and on P(AI). None for a
+        head fitted before there was one (it names whatever clears its open-set threshold)."""
+        return self.info.get("naming_rule")
+
+    def predict(self, feats: np.ndarray, p_ai=None) -> list[dict]:
+        """One attribution per row: the family or "unknown", its probability, the top-3 candidates. With a
+        naming rule, a family is named only where the rule allows it (`p_ai`: each row's P(AI); without it the
+        rule's P(AI) floor cannot be checked, so nothing it guards is named)."""
         p = self.probabilities(feats)
         s = self.score(feats)
+        rule = self.naming
+        p_ai = np.full(len(p), np.nan) if p_ai is None else np.atleast_1d(np.asarray(p_ai, np.float64))
         out = []
-        for row, sc in zip(p, s):
+        for row, sc, pa in zip(p, s, p_ai):
             order = np.argsort(-row)[:3]
             top = [{"family": self.families[i], "probability": round(float(row[i]), 4)} for i in order]
             known = bool(sc >= self.threshold)
-            out.append({"name": top[0]["family"] if known else UNKNOWN, "probability": top[0]["probability"],
-                        "top3": top, "open_set_score": round(float(sc), 4), "source": "pixels"})
+            r = {"name": UNKNOWN, "probability": top[0]["probability"], "top3": top,
+                 "open_set_score": round(float(sc), 4), "source": "pixels"}
+            if rule is not None:
+                known = known and allowed_name(rule, top[0]["family"], float(row[order[0]]), float(pa))
+                r["note"] = rule_note(rule, known)
+            r["name"] = top[0]["family"] if known else UNKNOWN
+            out.append(r)
         return out
 
     def save(self, directory: str | Path) -> None:
@@ -97,12 +113,40 @@ class AttributionHead:
                                                                          "components")), c["rule"], c["threshold"], c["info"])
 
 
+def allowed_name(rule: dict, family: str, probability: float, p_ai: float) -> bool:
+    """May this top family be named? Only a family the rule lists, at a probability and a P(AI) no lower than
+    its floors (a missing P(AI), NaN, clears only a floor of 0)."""
+    if family not in rule.get("families", []):
+        return False
+    if probability < rule.get("min_probability", 0.0):
+        return False
+    floor = rule.get("min_p_ai", 0.0)
+    return floor <= 0 or (p_ai == p_ai and p_ai >= floor)
+
+
+def rule_note(rule: dict, named: bool) -> str:
+    """What a pixel answer under the naming rule rests on, in words (the top 3 stay in the data, not the line:
+    a closest family is a resemblance, and users read any name shown as a lead)."""
+    n = (rule.get("left_out") or {}).get("nested") or {}
+    record = (f"; on collections it never saw, names given this way were right {n['right']} of {n['named']} times"
+              if n.get("named") else "")
+    if named:
+        return f"pixels{record}"
+    if not rule.get("families"):
+        return ("pixels: no name; no family's pixel name was right often enough on collections the model never saw "
+                "to be given")
+    return "pixels: no name; not like enough to a family validated on collections it never saw"
+
+
 def generator_note(g: dict) -> str:
     """One line for a Prediction's `generator`, as every front end shows it."""
     if g.get("source") == "metadata":
         return f"generator: {g['name']} (metadata, wins over pixels: {g.get('evidence', '')})"
     top = ", ".join(f"{t['family']} {t['probability']:.2f}" for t in g.get("top3", []))
-    line = f"generator: {g['name']}" + (f" (pixels; top 3: {top})" if top else "")
+    if g.get("note"):
+        line = f"generator: {g['name']} ({g['note']})"
+    else:
+        line = f"generator: {g['name']}" + (f" (pixels; top 3: {top})" if top else "")
     if g.get("metadata"):
         line += f"; metadata names {g['metadata']['name']} ({g['metadata']['strength']})"
     return line

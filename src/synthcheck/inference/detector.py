@@ -273,12 +273,12 @@ class Detector:
         # a model whose band was fitted on unseen sources lets the band decide; size warnings only inform
         decide = bool(warnings) and self.config.get("domain_rule", "abstain") == "abstain"
         verdict, reason = combine_verdict(pixel, decoded["evidence"], out_of_domain=decide)
-        generator = self.attribute(verdict, decoded) if verdict in ("ai", "uncertain") else None
+        generator = self.attribute(verdict, decoded, p) if verdict in ("ai", "uncertain") else None
         return Prediction(name, round(p, 6), verdict, self.model_id, None, pixel, reason,
                           [e.to_dict() for e in decoded["evidence"]], warnings, None, self.threshold, self.uncertain_band,
                           self.uncertain_range, generator, score_reading(self.reading, p, self.temperature))
 
-    def attribute(self, verdict: str, decoded: dict) -> dict | None:
+    def attribute(self, verdict: str, decoded: dict, p: float | None = None) -> dict | None:
         """The generator family from pixels (the attribution head on this image's features) and from metadata
         naming a generator; strong metadata wins, saying so. None when neither says anything."""
         from .attribution import from_metadata
@@ -286,7 +286,7 @@ class Detector:
         meta = from_metadata(decoded["evidence"])
         pixels = None
         if self.attribution is not None and "features" in decoded:
-            pixels = self.attribution.predict(decoded["features"][None])[0]
+            pixels = self.attribution.predict(decoded["features"][None], p_ai=[p if p is not None else np.nan])[0]
         if meta and meta["strength"] == "strong":
             return {**meta, "name": meta["name"], "source": "metadata", "pixels": pixels,
                     "note": f"metadata names {meta['name']} ({meta['evidence']}); it wins over the pixels"}

@@ -148,6 +148,25 @@ def family_map(groups: np.ndarray, mapping: dict, min_images: int, unknown: list
                  "mapping": mapping, "unknown_examples": int((fam == UNKNOWN).sum())}
 
 
+def fit_chosen(feats: np.ndarray, families: np.ndarray, test_fraction: float = 0.25, keep_known: float = 0.80,
+               seed: int = 0, cs=C_GRID) -> tuple[AttributionHead, dict, np.ndarray, np.ndarray]:
+    """The head as it ships: a seeded split of the named families' images, stratified by family; rule, C and
+    threshold chosen on leave-one-family-out runs (`choose_open_set`), the head fitted on the training part and
+    the unknown examples. -> (head, the choice, training and held-out indices of named-family images)."""
+    from sklearn.model_selection import train_test_split
+
+    fam = np.asarray(families, dtype=object)
+    known_idx = np.flatnonzero((fam != "") & (fam != UNKNOWN))
+    unknown_idx = np.flatnonzero(fam == UNKNOWN)
+    tr, te = train_test_split(known_idx, test_size=test_fraction, random_state=seed, stratify=fam[known_idx].astype(str))
+    fit_idx = np.r_[tr, unknown_idx]
+    held = np.r_[np.zeros(len(fit_idx), bool), np.ones(len(te), bool)]
+    choice = choose_open_set(feats[np.r_[fit_idx, te]], fam[np.r_[fit_idx, te]], held, keep_known, cs, seed)
+    head = fit_head(feats[fit_idx], fam[fit_idx], c=choice["c"], seed=seed)
+    head.rule, head.threshold = choice["rule"], choice["threshold"]
+    return head, choice, tr, te
+
+
 def fit_attribution(feats: np.ndarray, families: np.ndarray, test_fraction: float = 0.25, keep_known: float = 0.80,
                     seed: int = 0, groups: np.ndarray | None = None, cs=C_GRID) -> tuple[AttributionHead, dict]:
     """The whole fit on one set of features: a seeded image split of the named families stratified by family
@@ -157,19 +176,14 @@ def fit_attribution(feats: np.ndarray, families: np.ndarray, test_fraction: floa
     rejects is cross-fitted: each of their groups (`groups`; without them, two random halves) is scored by a
     head that never saw it."""
     from sklearn.metrics import confusion_matrix
-    from sklearn.model_selection import train_test_split
 
     fam = np.asarray(families, dtype=object)
-    known_idx = np.flatnonzero((fam != "") & (fam != UNKNOWN))
+    head, choice, tr, te = fit_chosen(feats, fam, test_fraction, keep_known, seed, cs)
     unknown_idx = np.flatnonzero(fam == UNKNOWN)
-    tr, te = train_test_split(known_idx, test_size=test_fraction, random_state=seed, stratify=fam[known_idx].astype(str))
     fit_idx = np.r_[tr, unknown_idx]
     x, f = feats[np.r_[fit_idx, te]], fam[np.r_[fit_idx, te]]
     held = np.r_[np.zeros(len(fit_idx), bool), np.ones(len(te), bool)]
-    choice = choose_open_set(x, f, held, keep_known, cs, seed)
     nested = nested_open_set(x, f, held, keep_known, cs, seed)
-    head = fit_head(feats[fit_idx], fam[fit_idx], c=choice["c"], seed=seed)
-    head.rule, head.threshold = choice["rule"], choice["threshold"]
     probs = head.probabilities(feats[te])
     pred = np.array(head.families)[probs.argmax(1)]
     named = head.score(feats[te]) >= head.threshold
@@ -249,11 +263,20 @@ def plot_attribution(report: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, progress: bool = True) -> dict:
+def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, progress: bool = True,
+                    left_out: str | Path | None = None, command: str = "") -> dict:
     """Fit the attribution head of a photo model on its cross-validation pool (`[attribution]` of the crossval
     TOML: family mapping, minimum images, unknown groups), write it beside the model's weights and the figures
-    (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles."""
+    (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles. With
+    `left_out` (a crossval run of the same pool), the collection-out and family-out evaluation runs first
+    (`training.attribution_out`) and the head ships with the naming rule fitted on it."""
     import tomllib
+
+    lo = None
+    if left_out is not None:
+        from .attribution_out import left_out_markdown, run_left_out
+
+        lo = run_left_out(config, left_out, progress)
 
     from ..data.preprocess import PreprocessSpec
     from ..data.store import save_json
@@ -281,6 +304,10 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     report["families_decided"] = summary
     head.info["families_decided"] = summary
     head.info["features"] = FEATURES  # a Detector uses the head only with the same kind of features
+    if lo is not None:
+        head.info["naming_rule"] = {**lo["rule"], "left_out": {k: lo[k] for k in ("nested", "as_is", "candidates")},
+                                    "report": str(Path(out) / "left_out.json")}
+        report["naming_rule"] = head.info["naming_rule"]
     # what `evaluate` needs to name the expected answer of any AI group (merge, then families; thin -> unknown)
     head.info["group_family"] = {family_of(g): str(f) for g, f in zip(pool.pool.groups, fam) if str(g).startswith("ai:")}
     head.save(model_dir)
@@ -290,5 +317,8 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "attribution.json", report)
+    if lo is not None:
+        save_json(out / "left_out.json", lo | {"command": command})
+        (out / "left_out.md").write_text(left_out_markdown(lo, command))
     plot_attribution(report, out / "attribution.png")
     return report
