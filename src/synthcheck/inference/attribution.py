@@ -72,7 +72,8 @@ class AttributionHead:
     def predict(self, feats: np.ndarray, p_ai=None) -> list[dict]:
         """One attribution per row: the family or "unknown", its probability, the top-3 candidates. With a
         naming rule, a family is named only where the rule allows it (`p_ai`: each row's P(AI); without it the
-        rule's P(AI) floor cannot be checked, so nothing it guards is named)."""
+        rule's P(AI) floor cannot be checked, so nothing it guards is named), and an answer the rule refuses
+        carries no candidates and no probability, only a note saying why."""
         p = self.probabilities(feats)
         s = self.score(feats)
         rule = self.naming
@@ -87,6 +88,8 @@ class AttributionHead:
             if rule is not None:
                 known = known and allowed_name(rule, top[0]["family"], float(row[order[0]]), float(pa))
                 r["note"] = rule_note(rule, known)
+                if not known:  # the closest families were right too rarely on unseen collections to show as leads
+                    r["top3"], r["probability"] = [], None
             r["name"] = top[0]["family"] if known else UNKNOWN
             out.append(r)
         return out
