@@ -187,7 +187,7 @@ def attribution_section(a: dict) -> list[str]:
     lines = ["", "## Which generator made it (attribution head)", ""] + naming_lines(i.get("naming_rule"))
     lines += [f"Families the head knows: {', '.join(f'{k} ({v})' for k, v in sorted(fam.get('known', {}).items()))}. Too thin to "
              f"name (under {fam.get('min_images')} images; answered \"unknown\"): "
-             f"{', '.join(sorted(fam.get('too_thin_to_name', {}))) or 'none'}; generator not stated: "
+             f"{', '.join(sorted(fam.get('too_thin_to_name', {}))) or 'none'}; unknown by configuration (unstated or mixed generators): "
              f"{', '.join(fam.get('unknown_groups', [])) or 'none'}. Mapping: "
              + ", ".join(f"{k} → {v}" for k, v in sorted(fam.get("mapping", {}).items())) + ".", "",
              f"Top-1 on held-out images of the known families (held-out images of the training collections: "
