@@ -7,8 +7,9 @@ import numpy as np
 from synthcheck.data.folders import ImageSet
 from synthcheck.data.preprocess import PreprocessSpec
 from synthcheck.inference.attribution import UNKNOWN, AttributionHead, allowed_name
+from synthcheck.analysis.metrics import share_text, wilson
 from synthcheck.training.attribution_out import (collection_of, fit_naming_rule, named_mask, nested_rule_figures,
-                                                 plan_units, rule_figures, share_text, wilson)
+                                                 plan_units, rule_figures)
 from synthcheck.training.crossval import Pool, assign_folds, fold_training_set
 
 

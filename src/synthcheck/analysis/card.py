@@ -221,7 +221,7 @@ def naming_lines(rule: dict | None) -> list[str]:
     the backbone it reads) never saw: first, because that is how a user meets it (`training.attribution_out`)."""
     if not rule:
         return []
-    from ..training.attribution_out import share_text
+    from .metrics import share_text
 
     lo = rule["left_out"]
     n, a = lo["nested"], lo["as_is"]

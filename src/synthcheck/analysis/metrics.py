@@ -98,3 +98,22 @@ def plot_metrics(labels: np.ndarray, probs: np.ndarray, m: dict, out_dir: Path, 
     paths.append(out_dir / "reliability.png")
     fig.tight_layout(); fig.savefig(paths[-1], dpi=120); plt.close(fig)
     return paths
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """Wilson score 95% interval of a share k/n (None for n = 0): unlike k/n +- 2 SE, it stays inside [0, 1]
+    and is honest for the small counts most collections give. A formula, not worth a dependency."""
+    if n == 0:
+        return None
+    p, d = k / n, 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(max(0.0, c - h)), float(min(1.0, c + h))
+
+
+def share_text(k: int, n: int, min_n: int = 20) -> str:
+    """k of n as a percentage with its interval only from `min_n` up; below that, only the counts."""
+    if n < min_n:
+        return f"{k} of {n}"
+    lo, hi = wilson(k, n)
+    return f"{k / n:.0%} ({k}/{n}; 95% {lo:.0%}–{hi:.0%})"

@@ -256,11 +256,15 @@ def attribution(
     seeded held-out part, rejection rule and threshold from leave-one-family-out runs); with --left-out, the
     collection-out / family-out report and the rule that decides when a name may be given."""
     from ..training.attribution import run_attribution
+    from ..training.attribution_out import run_left_out, save_left_out, shipped_rule
 
     _setup_logging(not quiet)
-    command = _command_line(ctx)
     try:
-        r = run_attribution(config, model, out, progress=not quiet, left_out=left_out, command=command)
+        naming = None
+        if left_out is not None:  # first: names judged on what the fold models never saw; the rule ships in the head
+            lo = run_left_out(config, left_out, progress=not quiet)
+            naming = shipped_rule(lo, save_left_out(out, lo, _command_line(ctx)))
+        r = run_attribution(config, model, out, progress=not quiet, naming=naming)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
     os_ = r["open_set"]["figures"][r["open_set"]["rule"]]

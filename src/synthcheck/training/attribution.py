@@ -264,19 +264,13 @@ def plot_attribution(report: dict, path: str | Path) -> None:
 
 
 def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, progress: bool = True,
-                    left_out: str | Path | None = None, command: str = "") -> dict:
+                    naming: dict | None = None) -> dict:
     """Fit the attribution head of a photo model on its cross-validation pool (`[attribution]` of the crossval
     TOML: family mapping, minimum images, unknown groups), write it beside the model's weights and the figures
-    (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles. With
-    `left_out` (a crossval run of the same pool), the collection-out and family-out evaluation runs first
-    (`training.attribution_out`) and the head ships with the naming rule fitted on it."""
+    (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles. `naming`:
+    the naming rule fitted on collections and families left out (`attribution_out.shipped_rule`), shipped in
+    the head."""
     import tomllib
-
-    lo = None
-    if left_out is not None:
-        from .attribution_out import left_out_markdown, run_left_out
-
-        lo = run_left_out(config, left_out, progress)
 
     from ..data.preprocess import PreprocessSpec
     from ..data.store import save_json
@@ -304,10 +298,8 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     report["families_decided"] = summary
     head.info["families_decided"] = summary
     head.info["features"] = FEATURES  # a Detector uses the head only with the same kind of features
-    if lo is not None:
-        head.info["naming_rule"] = {**lo["rule"], "left_out": {k: lo[k] for k in ("nested", "as_is", "candidates")},
-                                    "report": str(Path(out) / "left_out.json")}
-        report["naming_rule"] = head.info["naming_rule"]
+    if naming is not None:
+        head.info["naming_rule"] = report["naming_rule"] = naming
     # what `evaluate` needs to name the expected answer of any AI group (merge, then families; thin -> unknown)
     head.info["group_family"] = {family_of(g): str(f) for g, f in zip(pool.pool.groups, fam) if str(g).startswith("ai:")}
     head.save(model_dir)
@@ -317,8 +309,5 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "attribution.json", report)
-    if lo is not None:
-        save_json(out / "left_out.json", lo | {"command": command})
-        (out / "left_out.md").write_text(left_out_markdown(lo, command))
     plot_attribution(report, out / "attribution.png")
     return report

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.metrics import share_text, wilson
+
 log = logging.getLogger("synthcheck")
 
 
@@ -63,25 +65,6 @@ def fold_features(run: str | Path, pool, k: int, progress: bool = True) -> np.nd
     feats = np.concatenate(feats).astype(np.float32)
     np.savez(cache, features=feats, digests=pool.pool.digests)
     return feats
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score 95% interval of a share k/n (None for n = 0): unlike k/n +- 2 SE, it stays inside [0, 1]
-    and is honest for the small counts most collections give. A formula, not worth a dependency."""
-    if n == 0:
-        return None
-    p, d = k / n, 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return float(max(0.0, c - h)), float(min(1.0, c + h))
-
-
-def share_text(k: int, n: int, min_n: int = 20) -> str:
-    """k of n as a percentage with its interval only from `min_n` up; below that, only the counts."""
-    if n < min_n:
-        return f"{k} of {n}"
-    lo, hi = wilson(k, n)
-    return f"{k / n:.0%} ({k}/{n}; 95% {lo:.0%}–{hi:.0%})"
 
 
 def plan_units(attr_fam: np.ndarray, families: np.ndarray, collections: np.ndarray, labels: np.ndarray,
@@ -324,6 +307,23 @@ def run_left_out(config: str | Path, run: str | Path, progress: bool = True, **r
         "nested_rules": nested["rules"], "table": unit_table(rec, as_is, nested["named"]),
         "by_family_as_is": _by_family(rec, as_is),
     }
+
+
+def save_left_out(out: str | Path, rep: dict, command: str = "") -> Path:
+    """The report as JSON and Markdown under `out`; -> the JSON's path."""
+    from ..data.store import save_json
+
+    out = Path(out)
+    save_json(out / "left_out.json", rep | {"command": command})
+    (out / "left_out.md").write_text(left_out_markdown(rep, command))
+    return out / "left_out.json"
+
+
+def shipped_rule(rep: dict, report_path: str | Path) -> dict:
+    """What a head stores as `info.naming_rule`: the rule fitted on every left-out row, with the figures a card
+    and a result note quote."""
+    return {**rep["rule"], "left_out": {k: rep[k] for k in ("nested", "as_is", "candidates")},
+            "report": str(report_path)}
 
 
 def _by_kind(rec: dict, named: np.ndarray) -> dict:
