@@ -124,8 +124,8 @@ def test_a_real_photo_reaching_uncertain_gets_a_pixel_name_only_when_the_rule_al
     decoded = det.decode((str(sample), sample.name))
     det.score_decoded([decoded])
     top = {"family": head.families[int(head.probabilities(decoded["features"][None])[0].argmax())]}
+    saved, saved_threshold = head.info.get("naming_rule"), head.threshold
     head.threshold = -np.inf  # the open-set threshold lets everything through: only the rule decides
-    saved = head.info.get("naming_rule")
     try:
         head.info["naming_rule"] = {"families": [top["family"]], "min_probability": 0.0, "min_p_ai": 0.6}
         assert det.attribute("uncertain", decoded, 0.55)["name"] == UNKNOWN  # a real-looking score: no name
@@ -133,6 +133,7 @@ def test_a_real_photo_reaching_uncertain_gets_a_pixel_name_only_when_the_rule_al
         head.info["naming_rule"] = {"families": [], "min_probability": 0.0, "min_p_ai": 0.0}
         assert det.attribute("ai", decoded, 0.99)["name"] == UNKNOWN  # the empty rule names nothing from pixels
     finally:
+        head.threshold = saved_threshold
         head.info["naming_rule"] = saved
         if saved is None:
             head.info.pop("naming_rule")
