@@ -371,10 +371,14 @@ def left_out_markdown(rep: dict, command: str = "") -> str:
              f"bound ≥ {rep['rule_limits']['lower']:.0%}, real photos named ≤ {rep['rule_limits']['max_real']:.0%}).",
              "", "Names the shipped head gave before the rule, by name: " + "; ".join(
                  f"{k} {v['text']} right" for k, v in rep["by_family_as_is"].items()) + ".", "",
-             "| left out | kind | true | n | reach can't tell | named before (right) | names before | named under nested rule (right) |",
-             "| --- | --- | --- | ---: | ---: | --- | --- | --- |"]
+             "Per unit: n, how many reached \"can't tell\" (or \"ai\"), how many got a name before the rule and how "
+             "many of those were right (as a share with its 95% interval from 20 named up), and the same under the "
+             "nested rule.", "",
+             "| left out | kind | true | n | reach can't tell | named before | right among named before | names before | named under nested rule (right) |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
     for r in sorted(rep["table"], key=lambda r: (r["kind"], r["unit"], r["truth"])):
         names = ", ".join(f"{k} {v}" for k, v in sorted(r["names_as_is"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {r['unit']} | {r['kind']} | {r['truth']} | {r['n']} | {r['reach_uncertain']} | "
-                     f"{r['named_as_is']} ({r['right_as_is']}) | {names or '—'} | {r['named_rule']} ({r['right_rule']}) |")
+                     f"{r['named_as_is']} | {share_text(r['right_as_is'], r['named_as_is'])} | "
+                     f"{names or '—'} | {r['named_rule']} ({r['right_rule']}) |")
     return "\n".join(lines) + "\n"
