@@ -11,9 +11,9 @@ the image's own collection out (collection-out: its family's other collections s
 (family-out). Real photos are scored by their fold's head too, and count only if they reach "can't tell"
 (a "real" verdict carries no pixel name).
 
-The rule a Detector applies (`inference.attribution.NamingRule`): name family f from pixels only if f was
-validated on a left-out collection, the open-set score clears f's threshold and P(AI) clears its floor;
-everything else is "unknown". Its settings are chosen on the left-out results to keep the share right among
+The rule a Detector applies (`AttributionHead.naming`, checked by `inference.attribution.allowed_name`):
+name family f from pixels only if f was validated on a left-out collection, the head's open-set threshold
+accepts the image, and f's probability and P(AI) clear the rule's floors; everything else is "unknown". Its settings are chosen on the left-out results to keep the share right among
 named at or above the target (Wilson lower bound too) with real photos rarely named, and its own figure is
 nested: each evaluation unit is named by settings chosen without it.
 """
