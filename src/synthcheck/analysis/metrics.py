@@ -100,15 +100,15 @@ def plot_metrics(labels: np.ndarray, probs: np.ndarray, m: dict, out_dir: Path, 
     return paths
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score 95% interval of a share k/n (None for n = 0): unlike k/n +- 2 SE, it stays inside [0, 1]
-    and is honest for the small counts most collections give. A formula, not worth a dependency."""
+def wilson(k: int, n: int) -> tuple[float, float] | None:
+    """Wilson score 95% interval of a share k/n (None for n = 0; scipy's binomtest): unlike k/n +- 2 SE, it
+    stays inside [0, 1] and is honest for the small counts most collections give."""
     if n == 0:
         return None
-    p, d = k / n, 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return float(max(0.0, c - h)), float(min(1.0, c + h))
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def share_text(k: int, n: int, min_n: int = 20) -> str:

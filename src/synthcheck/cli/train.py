@@ -280,7 +280,11 @@ def attribution(
     rule = r.get("naming_rule")
     if rule is not None:
         n = rule["left_out"]["nested"]
-        said = ", ".join(rule["families"]) or "no family (nothing is named from pixels)"
+        said = ", ".join(rule["families"]) or (
+            "no family (nothing is named from pixels: " + ("none reached the rule's limits on left-out collections)"
+                                                           if rule["left_out"]["candidates"] else
+                                                           "no named family has two or more collections to be "
+                                                           "validated on one it never saw)"))
         console.print(f"naming rule: {said}; nested on left-out collections and families: "
                       f"{n['right']} right of {n['named']} named, {n['real_named']} of {n['real_uncertain']} real "
                       f"photos reaching can't tell named ({out / 'left_out.md'})", soft_wrap=True)

@@ -33,9 +33,10 @@ log = logging.getLogger("synthcheck")
 def collection_of(name: str) -> str:
     """The collection a pool file came from: the `<source>` of photo-train-style names
     (`ai/sdcpp__flux1-dev__x.jpg` -> `sdcpp`), else the data set's top folder (`diffusiondb-vs-coco-imagenet`)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    if "__" in base:
-        return base.split("__")[0]
+    from ..data.groups import generator_of
+
+    if "__" in name.replace("\\", "/").rsplit("/", 1)[-1]:
+        return generator_of(name)  # the pack-name convention groups.py already reads
     return name.replace("\\", "/").lstrip("./").split("/", 1)[0]
 
 
@@ -250,7 +251,7 @@ def run_left_out(config: str | Path, run: str | Path, progress: bool = True, **r
     import tomllib
 
     from ..data.groups import family_of
-    from ..inference.calibration import probabilities
+    from ..inference.calibration import probabilities, verdicts
     from .attribution import family_map
     from .crossval import CrossvalConfig, load_pool
 
@@ -274,7 +275,7 @@ def run_left_out(config: str | Path, run: str | Path, progress: bool = True, **r
         raise ValueError(f"{run}/loso_scores.npz lacks {int((at < 0).sum())} pool images: another pool")
     op = rep["operating_point"]
     p_ai = probabilities(z["logits"][at], op["temperature"])
-    verdict = np.where(p_ai >= op["high"], "ai", np.where(p_ai <= op["low"], "real", "uncertain")).astype(object)
+    verdict = np.array(["real", "ai", "uncertain"], dtype=object)[verdicts(p_ai, op["low"], op["high"])]
     collections = np.array([collection_of(n) for n in pool.pool.names], dtype=object)
     units = plan_units(attr_fam, pool.families, collections, pool.pool.labels, fold_of)
     cache: dict[int, np.ndarray] = {}
