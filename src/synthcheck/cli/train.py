@@ -65,17 +65,15 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Train a detector; writes OUT/model (safetensors + config + model card), history.csv and curves.png."""
-    import tomllib
-
     from ..analysis.card import write_model_card
     from ..data.augment import AugmentConfig
-    from ..training.config import TrainConfig
+    from ..training.config import TrainConfig, read_toml
     from ..training.train import train as run_train
 
     _setup_logging(not quiet)
     opts: dict = {}
     if config:
-        opts = tomllib.loads(config.read_text())
+        opts = read_toml(config)
     flags = dict(model=model, weights=weights, input_size=input_size, image_size=image_size,
                  resize_policy=resize_policy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  optimizer=optimizer, schedule=schedule, patience=patience, val_fraction=val_fraction, seed=seed,

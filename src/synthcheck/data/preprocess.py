@@ -84,7 +84,7 @@ class PreprocessSpec:
     (short side resized, centre cut), `crop` (centre cut at native resolution,
     so generator artifacts are never resampled; smaller images are resized up) or
     `tiles` (a `tiles` x `tiles` grid of native-resolution crops spread evenly over
-    the image; the model scores each and the logits are averaged). With tiles > 1
+    the image; the model scores each and combines the tiles' logits by its tile rule). With tiles > 1
     an image becomes [tiles², 3, S, S] instead of [3, S, S]. `native` is a training store: the centre
     S x S of the image at native resolution, never resampled, a smaller image kept whole at the top left
     (zeros around it; its true size is in `ImageSet.sizes`), so training can draw random native crops.

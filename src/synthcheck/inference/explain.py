@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import ImageError, ImageSource, decode_image, tile_boxes, tiling_canvas
+from ..models.registry import combine_tiles
 from .prediction import _source_name
 
 METHODS = ("gradcam", "gradcampp", "lime", "shap", "spectrum")
@@ -144,7 +145,7 @@ def _perturbation(method: str, model, image_u8: np.ndarray, n_samples: int, n_se
 # --- whole images under tiled models: the tile maps placed back where the tiles were ----------------
 
 class TileMean(torch.nn.Module):
-    """A whole image -> the mean logit of its tiles, exactly as a tiled model scores it (for LIME/SHAP over the
+    """A whole image -> its tiles' logits combined, exactly as a tiled model scores it (for LIME/SHAP over the
     whole picture: removing a superpixel changes every tile that holds part of it)."""
 
     def __init__(self, model, boxes: list[tuple[int, int]], size: int):
@@ -155,7 +156,8 @@ class TileMean(torch.nn.Module):
         s = self.size
         tiles = torch.stack([x[:, :, y:y + s, l:l + s] for y, l in self.boxes], 1)  # [B,T,3,s,s]
         b, t = tiles.shape[:2]
-        return self.model(tiles.reshape(b * t, *tiles.shape[2:])).reshape(b, t).mean(1)
+        return combine_tiles(self.model(tiles.reshape(b * t, *tiles.shape[2:])).reshape(b, t),
+                             getattr(self.model, "tile_rule", "logit"))
 
 
 def stitch(maps: np.ndarray, boxes: list[tuple[int, int]], height: int, width: int) -> np.ndarray:

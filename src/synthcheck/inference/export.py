@@ -90,8 +90,9 @@ class OnnxScorer:
         self.path = Path(path)
         self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
-        self.has_features = len(self.session.get_outputs()) > 1 and _is_current(
-            self.session.get_modelmeta().custom_metadata_map.get("synthcheck.features"))
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.has_features = len(self.session.get_outputs()) > 1 and _is_current(meta.get("synthcheck.features"))
+        self.tile_rule = _tile_rule(meta.get("synthcheck.arch"))
 
     def __call__(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return self.with_features(images, batch_size, features=False)[0]
@@ -100,8 +101,9 @@ class OnnxScorer:
         return self.session.run(None if features else [self.session.get_outputs()[0].name], {self.input: chunk})
 
     def with_features(self, images: np.ndarray, batch_size: int = 512, features: bool = True):
-        """-> (logits, features or None); for tiles the mean logit and the mean feature vector per image, as
-        `scoring.score_with_features` (identical tiles scored once, chunks of at least one image's tiles)."""
+        """-> (logits, features or None); for tiles the tiles' logits combined by the model's rule and the mean
+        feature vector per image, as `scoring.score_with_features` (identical tiles scored once, chunks of at least
+        one image's tiles)."""
         from .scoring import cpu_chunk, tile_mean
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -127,7 +129,7 @@ class OnnxScorer:
             logits = flat_scores(images)
             return logits, (aggregate(np.concatenate(kept), images) if features and kept else None)
         n, t = images.shape[:2]
-        logits = tile_mean(lambda flat: flat_scores(flat, t), images)
+        logits = tile_mean(lambda flat: flat_scores(flat, t), images, self.tile_rule)
         if not features:
             return logits, None
         f = np.concatenate(kept).astype(np.float32) if kept else np.zeros((0, 0), np.float32)
@@ -157,6 +159,8 @@ class OpenVinoScorer(OnnxScorer):
         self.request = self.compiled.create_infer_request()
         self.has_features = len(self.compiled.outputs) > 1 and graph.has_rt_info(key) and _is_current(
             graph.get_rt_info(key).astype(str))
+        arch = ["framework", "synthcheck.arch"]
+        self.tile_rule = _tile_rule(graph.get_rt_info(arch).astype(str) if graph.has_rt_info(arch) else None)
         self._lock = threading.Lock()  # one infer request: the server's threads take turns
 
     def _run(self, chunk: np.ndarray, features: bool) -> list[np.ndarray]:
@@ -300,6 +304,11 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 18, check_batch: in
         raise ValueError(f"ONNX Runtime disagrees with PyTorch by {diff:.2e} (> {TOLERANCE:g}); export discarded")
     (out_dir / ONNX_INFO).write_text(json.dumps(info, indent=2))
     return info
+
+
+def _tile_rule(arch_json: str | None) -> str:
+    """The stored architecture's tile rule (models.registry.combine_tiles); files exported before it: "logit"."""
+    return json.loads(arch_json).get("tile_rule", "logit") if arch_json else "logit"
 
 
 def _add_metadata(path: Path, config: dict, features: str | None = None):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import identical_tiles
+from ..models.registry import combine_tiles
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -71,9 +72,10 @@ CPU_CHUNK = 64         # fp32
 CPU_CHUNK_BF16 = 128   # bf16 gains ~4% more from the larger chunk
 
 
-def tile_mean(score_flat, images) -> np.ndarray:
-    """[N,T,3,S,S] tiles -> the mean tile logit per image, each distinct tile scored once: an image no larger
-    than one tile has T identical tiles (a 224 px crop under a 224 px tiles:3 model costs one pass, not 9)."""
+def tile_mean(score_flat, images, rule: str = "logit") -> np.ndarray:
+    """[N,T,3,S,S] tiles -> one logit per image, the tiles' scores combined by the model's `rule`
+    (`models.registry.combine_tiles`), each distinct tile scored once: an image no larger than one tile has T
+    identical tiles (a 224 px crop under a 224 px tiles:3 model costs one pass, not 9)."""
     images = np.asarray(images) if not isinstance(images, np.ndarray) else images
     n, t = images.shape[:2]
     if n == 0:
@@ -84,7 +86,7 @@ def tile_mean(score_flat, images) -> np.ndarray:
     logits = score_flat(flat)
     out, at = np.empty(n, dtype=np.float32), 0
     for i, r in enumerate(rows):
-        out[i] = logits[at:at + len(r)].mean()
+        out[i] = combine_tiles(logits[at:at + len(r)], rule)
         at += len(r)
     return out
 
@@ -100,7 +102,7 @@ def cpu_chunk(side: int, bf16: bool = False) -> int:
 def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: torch.device | None = None,
                  amp: bool = True, cpu_bf16: bool = False, min_chunk: int = 1) -> np.ndarray:
     """Logits for uint8 images given as a numpy array or tensor [N,3,H,W], or [N,T,3,H,W] tiles
-    (one logit per image: the mean of its tiles' logits).
+    (one logit per image: its tiles' logits combined by the model's `tile_rule`).
 
     CUDA: bf16 autocast and channels-last when `amp`. CPU: fp32 unless `cpu_bf16` (bf16 autocast +
     channels-last, ~2.6x faster on AMX cores, scores differ from fp32 by ~1e-3; see BENCHMARKS.md).
@@ -113,9 +115,10 @@ def score_logits(model: torch.nn.Module, images, batch_size: int = 512, device: 
     score 1.6x faster in fp32 and 1.15x in bf16 in chunks of 16 than of 4/8 (benchmarks/photo_throughput.py),
     and a lone image still needs no padding.
     """
-    if getattr(images, "ndim", 4) == 5:  # tiles: score every tile, average the logits per image
+    if getattr(images, "ndim", 4) == 5:  # tiles: score every tile, combine them per image
         t = images.shape[1]
-        return tile_mean(lambda flat: score_logits(model, flat, batch_size, device, amp, cpu_bf16, t), images)
+        return tile_mean(lambda flat: score_logits(model, flat, batch_size, device, amp, cpu_bf16, t), images,
+                         getattr(model, "tile_rule", "logit"))
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -156,7 +159,7 @@ def score_with_features(model: torch.nn.Module, images, batch_size: int = 512, d
                 tap.calls.clear()
                 return out
 
-            logits = tile_mean(score_flat, images)
+            logits = tile_mean(score_flat, images, getattr(model, "tile_rule", "logit"))
             return logits, aggregate(flat_feats[0] if flat_feats else np.zeros((0, 0), np.float32), images)
         logits = score_logits(model, images, batch_size, device, amp, cpu_bf16)
         return logits, aggregate(_kept(tap.calls, len(images)), images)

@@ -270,17 +270,16 @@ def run_attribution(config: str | Path, model_dir: str | Path, out: str | Path, 
     (JSON + PNG) to `out`. Features come from the model's own scoring pass over the same native tiles. `naming`:
     the naming rule fitted on collections and families left out (`attribution_out.shipped_rule`), shipped in
     the head."""
-    import tomllib
 
     from ..data.preprocess import PreprocessSpec
     from ..data.store import save_json
     from ..inference.scoring import score_with_features
     from ..models.checkpoint import load_model
     from ..models.features import FEATURES
-    from .config import as_tiles
+    from .config import as_tiles, read_toml
     from .crossval import CrossvalConfig, load_pool
 
-    raw = tomllib.loads(Path(config).read_text()).get("attribution", {})
+    raw = read_toml(config).get("attribution", {})
     cfg = CrossvalConfig.load(config)
     cfg.pairs = []  # pseudo-fakes are no generator's images
     model, mcfg = load_model(model_dir)

@@ -248,14 +248,14 @@ def run_left_out(config: str | Path, run: str | Path, progress: bool = True, **r
     images, unknown groups) -> report with the units, the rows' table, the figures as the head ships today,
     the naming rule fitted on all rows (what a head ships with) and its nested figure."""
     import json
-    import tomllib
 
     from ..data.groups import family_of
     from ..inference.calibration import probabilities, verdicts
     from .attribution import family_map
+    from .config import read_toml
     from .crossval import CrossvalConfig, load_pool
 
-    raw = tomllib.loads(Path(config).read_text()).get("attribution", {})
+    raw = read_toml(config).get("attribution", {})
     cfg = CrossvalConfig.load(config)
     cfg.pairs = []
     run = Path(run)

@@ -1,15 +1,33 @@
-"""The training recipe (`TrainConfig`, read from TOML and flags) and how a model trained by it sees images:
-`model_spec`, and `as_tiles` for scoring a native store as inference will."""
+"""The training recipe (`TrainConfig`, read from TOML (`read_toml`) and flags) and how a model trained by it sees
+images: `model_spec`, and `as_tiles` for scoring a native store as inference will."""
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..data.augment import AugmentConfig
 from ..data.folders import ImageSet
 from ..data.preprocess import PreprocessSpec
+
+
+def read_toml(path: str | Path) -> dict:
+    """A TOML config; `base = "other.toml"` (relative to it) starts from that file's tables, this one's keys
+    overriding key by key, so a recipe that differs in one option does not copy the pool and its families."""
+    path = Path(path)
+    raw = tomllib.loads(path.read_text())
+    base = raw.pop("base", None)
+    return _merged(read_toml(path.parent / base), raw) if base else raw
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 @dataclass
@@ -31,6 +49,7 @@ class TrainConfig:
     tiles: int = 1                      # resize_policy "tiles": n x n native crops per image (training draws one)
     crop: int | None = None             # with resize_policy "native": train on one random native crop of this size
                                         # per image per step; the model then scores `tiles` x `tiles` grids of it
+    tile_rule: str = "logit"            # how tile scores combine (models.registry.combine_tiles): logit | probability
     freeze_backbone: bool = False       # train only the last linear layer (a linear probe on frozen features)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

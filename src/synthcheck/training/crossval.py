@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..data.groups import family_of, lookup, manifest_path, read_manifest
 from ..data.splits import Splits, concat_sets, stratified_split, strata
 from ..data.store import save_json
 from ..inference.calibration import probabilities
-from .config import TrainConfig, as_tiles, model_spec
+from .config import TrainConfig, as_tiles, model_spec, read_toml
 
 log = logging.getLogger("synthcheck")
 
@@ -52,7 +51,7 @@ class CrossvalConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict | None = None) -> "CrossvalConfig":
-        raw = tomllib.loads(Path(path).read_text())
+        raw = read_toml(path)
         data, tr, cal = raw.get("data", {}), dict(raw.get("train", {})), raw.get("calibration", {})
         aug = AugmentConfig(**tr.pop("augment", {}))
         cfg = cls(train=TrainConfig.from_dict({**tr, "augment": aug}), **data, **cal)

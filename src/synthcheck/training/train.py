@@ -192,7 +192,7 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
     train_y = torch.from_numpy(splits.train.labels).float().to(device)
     val_x, val_y = splits.val.images, splits.val.labels
 
-    model, arch = build_model(cfg.model, cfg.weights, cfg.input_size)
+    model, arch = build_model(cfg.model, cfg.weights, cfg.input_size, cfg.tile_rule)
     if cfg.freeze_backbone:
         freeze_all_but_head(model)
     model.to(device)
