@@ -1,6 +1,6 @@
-"""A tiled model's tile scores combine by the rule stored with it (photo v3: the mean tile probability), the same
-in PyTorch scoring, the ONNX graph, the Detector and the explanations' whole-image wrapper; configs may start
-from a base config."""
+"""A tiled model's tile scores combine by the rule stored with it (the mean logit, or the mean tile probability),
+the same in PyTorch scoring, the ONNX graph, the Detector, the explanations' whole-image wrapper and the card;
+configs may start from a base config."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def test_a_tiled_model_scores_by_its_stored_rule_everywhere(tiled_model, tmp_pat
     with torch.no_grad():
         wrapped = TileMean(model, boxes, 32)(torch.from_numpy(canvas)).numpy()
     assert np.allclose(wrapped, want[:1], atol=1e-4)
+    from synthcheck.analysis.card import write_model_card
+
+    write_model_card(tmp_path / "onnx", load_model(tiled_model)[1])
+    assert "the logit of the mean tile probability" in (tmp_path / "onnx" / "MODEL_CARD.md").read_text()
 
 
 def test_a_config_starts_from_its_base_and_overrides_key_by_key(tmp_path):

@@ -13,12 +13,14 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def _policy(pre: dict) -> str:
+def _policy(pre: dict, arch: dict | None = None) -> str:
     s = pre["image_size"]
     if pre["resize_policy"] == "tiles":
         n = pre.get("tiles", 1)
+        rule = ("the logit of the mean tile probability" if (arch or {}).get("tile_rule") == "probability"
+                else "the mean tile logit")
         return (f"a {n}×{n} grid of native-resolution {s}×{s} tiles (never resampled unless the image is smaller); "
-                "the score is the mean tile logit")
+                f"the score is {rule}")
     return f"{pre['resize_policy']} to {s}×{s}"
 
 
@@ -52,7 +54,7 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
         f"- Architecture: `{config['arch']['name']}` ({config.get('parameters', 0):,} parameters), "
         f"ImageNet weights: {config['arch'].get('weights') or 'no'}, input resized in-model to: "
         f"{config['arch'].get('input_size') or 'native'}",
-        f"- Preprocessing: decode → RGB → {_policy(config['preprocess'])} (synthcheck.data.preprocess)",
+        f"- Preprocessing: decode → RGB → {_policy(config['preprocess'], config.get('arch'))} (synthcheck.data.preprocess)",
         f"- Training data: {', '.join(d.get('sources', []))} — {d.get('counts')} after "
         + (f"holding out a seeded {d['test_held_out']['fraction']} test part (stratified by "
            f"{d['test_held_out']['stratified_by']}) and " if d.get("test_held_out") else "")
@@ -122,6 +124,13 @@ def precision_section(config: dict) -> list[str]:
     return lines
 
 
+def _limit_unit(config: dict, short: bool = False) -> str:
+    """What the band's per-group limit was held on: each source group, or each family (crossval `limit_by`)."""
+    if (config.get("abstain") or {}).get("limit_by") == "family":
+        return "family" if short else "family (a generator family, e.g. all of FLUX, or one photo source)"
+    return "group" if short else "source group"
+
+
 def _calibration_line(config: dict) -> str:
     rule = (config.get("threshold_rule") or {}).get("rule", "default")
     head = (f"- Calibration: temperature {config.get('temperature', 1.0):.4f}; threshold {config.get('threshold', 0.5):.4f} "
@@ -130,7 +139,7 @@ def _calibration_line(config: dict) -> str:
     if a:
         return (head + f"; verdict \"real\" at P(AI) ≤ {a['low']:.4f}, \"ai\" at ≥ {a['high']:.4f}, \"uncertain\" between "
                 f"(the widest answering band with at most {100 * a['max_wrong_group']:.0f}% confidently wrong in every "
-                f"source group and {100 * a['max_wrong_pooled']:.0f}% overall). All three fitted on "
+                f"{_limit_unit(config)} and {100 * a['max_wrong_pooled']:.0f}% overall). All three fitted on "
                 f"{config.get('calibrated_on')}. Size and aspect warnings inform; they do not change the verdict.")
     return head + f", uncertain within ±{config.get('uncertain_band', 0):.2f}, fitted on the validation split"
 
@@ -143,9 +152,11 @@ def crossval_section(config: dict) -> list[str]:
              "Each source group was left out of training once and scored by a cross-validation model that never saw "
              "it (folds: " + "; ".join(", ".join(v) for v in cv["folds"].values()) + "). Verdicts at a band fitted on "
              "the other families' left-out scores (cross-fitted), so no group is judged by a band fitted on itself.", "",
-             f"Pooled ROC-AUC {p['roc_auc']:.3f}; mean ROC-AUC over AI groups {p['mean_ai_group_roc_auc']:.3f}; "
-             f"answered {100 * p['coverage']:.1f}%, confidently wrong {100 * p['confidently_wrong']:.1f}% "
-             f"(worst group {100 * p['max_group_confidently_wrong']:.1f}%).", "",
+             f"Pooled ROC-AUC {p['roc_auc']:.3f}; mean ROC-AUC over AI "
+             f"{'families' if _limit_unit(config, True) == 'family' else 'groups'} "
+             f"{p['mean_ai_group_roc_auc']:.3f}; answered {100 * p['coverage']:.1f}%, confidently wrong "
+             f"{100 * p['confidently_wrong']:.1f}% (worst {_limit_unit(config, True)} "
+             f"{100 * p['max_group_confidently_wrong']:.1f}%).", "",
              "| source group | n | ROC-AUC vs unseen real photos | answered | confidently wrong | called AI |",
              "|---|---|---|---|---|---|"]
     for g, r in sorted(cv["groups"].items(), key=lambda kv: (kv[1]["label"], kv[0])):

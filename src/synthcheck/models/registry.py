@@ -178,10 +178,11 @@ TILE_RULES = ("logit", "probability")
 
 
 def combine_tiles(z, rule: str = "logit"):
-    """Tile logits [..., T] -> one logit per image. "logit": their mean (v1-v2.1). "probability": the logit of the
-    mean tile probability, chosen for photo v3 by nested cross-validation (scripts/tile_aggregation.py: picked in
-    all five folds, leave-sources-out ROC-AUC 0.774 vs 0.771): a few confident tiles weigh less than under the
-    mean logit, where one tile at -12 outvotes three at +3. Works on numpy arrays and (differentiably) tensors."""
+    """Tile logits [..., T] -> one logit per image. "logit": their mean (every bundled model). "probability": the
+    logit of the mean tile probability, where one tile at -12 no longer outvotes three at +3; nested choice on
+    stored tile logits picked it (scripts/tile_aggregation.py), but trained and calibrated with it the photo v3
+    recipe ranked level with the mean (docs/studies/photo-v3.md), so it stays an option. Works on numpy arrays
+    and (differentiably) tensors."""
     if rule == "logit":
         return z.mean(-1)
     if rule != "probability":

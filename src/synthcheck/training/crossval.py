@@ -377,7 +377,7 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         "own_validation_calibration": {"temperature": t_val, "threshold": thr_val},
         "threshold_rule": {"rule": "equal_error_rate on the pooled leave-sources-out scores"},
         "abstain": {"low": op["low"], "high": op["high"], "max_wrong_group": cfg.max_wrong_group,
-                    "max_wrong_pooled": cfg.max_wrong_pooled},
+                    "max_wrong_pooled": cfg.max_wrong_pooled, "limit_by": cfg.limit_by},
         "calibrated_on": f"leave-sources-out scores of {cfg.folds} cross-validation models ({report['pooled']['n']} images, "
                          f"{len(report['groups'])} source groups"
                          + (f"; each also re-scored {' and '.join(repr(c) for c in cfg.band_conditions)}"
