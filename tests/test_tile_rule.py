@@ -56,6 +56,11 @@ def test_a_tiled_model_scores_by_its_stored_rule_everywhere(tiled_model, tmp_pat
     assert np.allclose(Detector.load(tiled_model, precision="fp32").logits(x), want, atol=1e-5)
     export_onnx(tiled_model, tmp_path / "onnx")
     assert np.abs(Detector.load(tmp_path / "onnx", backend="onnx").logits(x) - want).max() <= TOLERANCE
+    from synthcheck.inference.export import OpenVinoScorer, openvino_available
+
+    if openvino_available():  # the same graph under OpenVINO reads the rule from the same metadata
+        ov = OpenVinoScorer(tmp_path / "onnx" / "model.onnx", "fp32")
+        assert ov.tile_rule == "probability" and np.abs(ov(x) - want).max() <= 1e-3
     canvas = np.zeros((1, 3, 64, 64), np.float32)  # the explanations' whole-image wrapper: same rule
     boxes = [(0, 0), (0, 32), (32, 0), (32, 32)]
     for (y, left), tile in zip(boxes, x[0]):
@@ -76,3 +81,6 @@ def test_a_config_starts_from_its_base_and_overrides_key_by_key(tmp_path):
     raw = read_toml(tmp_path / "child.toml")
     assert raw == {"data": {"sources": ["a.tar"], "folds": 3, "merge": {"x": "y"}},
                    "train": {"epochs": 8, "tile_rule": "probability"}}
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(ValueError, match="lead back"):
+        read_toml(tmp_path / "loop.toml")

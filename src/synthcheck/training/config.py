@@ -14,13 +14,15 @@ from ..data.folders import ImageSet
 from ..data.preprocess import PreprocessSpec
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path, _seen: tuple = ()) -> dict:
     """A TOML config; `base = "other.toml"` (relative to it) starts from that file's tables, this one's keys
     overriding key by key, so a recipe that differs in one option does not copy the pool and its families."""
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: its base configs lead back to it ({' -> '.join(str(p) for p in _seen)})")
     raw = tomllib.loads(path.read_text())
     base = raw.pop("base", None)
-    return _merged(read_toml(path.parent / base), raw) if base else raw
+    return _merged(read_toml(path.parent / base, _seen + (path.resolve(),)), raw) if base else raw
 
 
 def _merged(base: dict, over: dict) -> dict:
