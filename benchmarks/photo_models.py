@@ -29,7 +29,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS / "photo_models.json")
     args = ap.parse_args(argv)
-    paths = files(args.n)
+    try:
+        paths = files(args.n)
+    except (FileNotFoundError, OSError) as e:
+        raise SystemExit(f"the unseen-source files could not be read ({e}); they come from ../shared/data")
+    if not paths:
+        raise SystemExit("no 512-px JPEGs found in photo-train-2 and photo-train's real photos (../shared/data)")
     dets = {}
     for spec in args.model:
         name, _, where = spec.partition("=")

@@ -20,19 +20,21 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from synthcheck.analysis.loso import mean_ai_auc
+
 
 def load(run: Path) -> dict:
+    if not (run / "loso_scores.npz").exists():
+        raise SystemExit(f"{run}: no loso_scores.npz (not a finished crossval or stack run)")
     z = np.load(run / "loso_scores.npz", allow_pickle=False)
     return {"logits": z["logits"].astype(np.float64), "labels": z["labels"], "families": z["families"].astype(str),
             "digests": z["digests"]}
 
 
 def figures(logits: np.ndarray, labels: np.ndarray, units: np.ndarray) -> tuple[float, float]:
-    """Pooled ROC-AUC and the mean over AI units of each one's ROC-AUC against every real image."""
-    real = logits[labels == 0]
-    aucs = [roc_auc_score(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, logits[m]])
-            for m in (units == u for u in np.unique(units[labels == 1]))]
-    return float(roc_auc_score(labels, logits)), float(np.mean(aucs))
+    """Pooled ROC-AUC and the mean over AI units of each one's ROC-AUC against every real image (the
+    crossval report's own `mean_ai_auc`)."""
+    return float(roc_auc_score(labels, logits)), mean_ai_auc(logits, labels, units)
 
 
 def paired(a: dict, b: dict, n_boot: int, seed: int) -> dict:
