@@ -36,17 +36,22 @@ def jpeg_quality(img: Image.Image) -> float | None:
     return float(np.clip(round(quality), 1, 100))
 
 
+def phash(img: Image.Image) -> str:
+    """The 64-bit perceptual hash (DCT of a 32 x 32 grey copy) every duplicate check here compares."""
+    import imagehash
+
+    return str(imagehash.phash(img.convert("RGB")))
+
+
 def _features(args) -> dict:
     name, data = args
     row = {"name": name, "file_size": len(data), "digest": digest(data).hex()}
     try:
-        import imagehash
-
         img = Image.open(io.BytesIO(data))
         row.update(format=img.format or "?", mode=img.mode, width=img.size[0], height=img.size[1],
                    jpeg_quality=jpeg_quality(img))
         img.load()
-        row["phash"] = str(imagehash.phash(img.convert("RGB")))
+        row["phash"] = phash(img)
     except Exception as e:
         row.update(format="unreadable", error=f"{type(e).__name__}: {e}")
     return row

@@ -3,7 +3,7 @@
 `app` is the `synthcheck` command (the entry point `synthcheck.cli:app`; `python -m synthcheck.cli` runs it too).
 The commands live in one module per group -- `train` (models, train, compare, crossval, stack, attribution),
 `evaluate` (evaluate, robustness, calibrate), `predict` (predict, inspect), `explain` (explain, spectrum),
-`serve` (export, serve), `data` (pairs, audit) -- and are registered here, in the order `--help` lists them.
+`serve` (export, serve), `data` (pairs, audit, build-data) -- and are registered here, in the order `--help` lists them.
 Command modules import the library inside each command, so `synthcheck --help` does not load torch.
 """
 
@@ -34,7 +34,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 for _command in (train.models, train.train, evaluate.evaluate, predict.predict, predict.inspect, explain.explain,
                  explain.spectrum, evaluate.robustness, evaluate.calibrate, data.audit, train.compare, serve.export,
-                 serve.serve, data.pairs, train.attribution, train.crossval, train.stack):
+                 serve.serve, data.pairs, data.build_data, train.attribution, train.crossval, train.stack):
     app.command()(_command)
 
 

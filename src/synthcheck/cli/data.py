@@ -99,3 +99,59 @@ def audit(
                   "[red]FLAG[/]" if v["flagged"] else "ok")
     console.print(t)
     console.print(f"wrote {out / 'audit.json'} and {out / 'audit_features.png'}")
+
+
+def build_data(
+    recipes: List[Path] = typer.Argument(..., help="recipe files or folders of them (configs/data/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: train/ and lockbox/, each {ai,real}/ + "
+                                                      "manifest.csv, and build_report.md/.json"),
+    mirrors: Optional[Path] = typer.Option(None, help="folder of repository snapshots (<owner>+<name>/repo); only "
+                                                      "the repositories the recipes name are read"),
+    clone: bool = typer.Option(True, "--clone/--no-clone", help="clone a repository with no snapshot from GitHub "
+                                                                "at the pinned commit"),
+    git_base: str = typer.Option("https://github.com", help="where --clone clones from"),
+    held_out: List[Path] = typer.Option([Path("../shared/data/held-out-repos.txt"), Path("configs/data/refused.txt")],
+                                        help="lists of repositories a recipe may never name (held out for "
+                                             "independent evaluation, known copies of them)"),
+    against: List[Path] = typer.Option([], help="packs to drop duplicates against, compared at their own crop "
+                                                "offsets (default: ../shared/data photo-train, photo-train-2, ood-dev)"),
+    config: Optional[Path] = typer.Option(None, help="a crossval config whose [data.merge] the recipes' families "
+                                                     "must agree with"),
+    workers: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Build a training corpus and its lockbox from recipes: pinned files of public repositories, as their sources
+    saved them (lossless crops only), duplicates dropped; resumes where it stopped; every skipped file is named."""
+    from ..analysis.corpus import build_corpus
+    from ..data.recipes import RecipeError
+
+    _setup_logging(False)
+    if not against:
+        shared = Path("../shared/data")
+        against = [p for p in (shared / "photo-train/photo-train.tar", shared / "photo-train-2/photo-train-2.tar",
+                               shared / "ood-dev/diffusiondb-vs-coco-imagenet.tar",
+                               shared / "ood-dev/cnndetection-gan-crops.tar") if p.is_file()]
+    merge = None
+    if config is not None:
+        from ..training.config import read_toml
+
+        merge = read_toml(config).get("data", {}).get("merge", {})
+    try:
+        rep = build_corpus(recipes, out, mirrors, tuple(held_out), against, clone, git_base, merge, workers,
+                           progress=not quiet)
+    except (RecipeError, FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    t = Table(title=f"Corpus in {out}")
+    for c in ("split", "collection", "label", "family", "kept", "photo", "dropped", "skipped"):
+        t.add_column(c, justify="right" if c in ("kept", "photo", "dropped", "skipped") else "left")
+    for c in rep["collections"]:
+        drop = sum(v for k, v in c.items() if k.startswith("dropped"))
+        t.add_row(c["split"], c["collection"], c["label"], c["family"], str(c.get("kept", 0)),
+                  str(c.get("looks photo", 0)), str(drop), str(c.get("skipped", 0)))
+    console.print(t)
+    for s in rep["skipped"]:
+        err.print(f"[yellow]skipped[/] {s['repository']}:{s['path']}: {s['reason']}", soft_wrap=True,
+                  highlight=False)
+    console.print(f"train {rep['totals'].get('train', {})}, lockbox {rep['totals'].get('lockbox', {})}; "
+                  f"{len(rep['dropped'])} duplicate(s) dropped, {len(rep['skipped'])} file(s) skipped; "
+                  f"report: {out / 'build_report.md'}")
