@@ -77,7 +77,7 @@ def evaluate_sets(detector: Detector, sources: list[str | Path], out_dir: Path |
                 m["plots"] = [str(p) for p in plot_metrics(part.labels, probs, m, d, key)]
                 if attribution:
                     m["plots"].append(str(_plot_confusion(attribution, d / f"{key}_attribution.png")))
-            np.savez(d / "scores.npz", probs=probs, labels=part.labels)
+            np.savez(d / "scores.npz", probs=probs, labels=part.labels, names=np.array(part.names, dtype=str))
             save_json(d / "metrics.json", m)
         results[key] = m
     summary = summarize(results)

@@ -1,0 +1,82 @@
+"""The lockbox: collections no training, recipe choice, calibration or band fit ever reads, scored once per candidate
+and every score logged, so a model is judged on collections it was never tuned toward.
+
+A lockbox collection's ROC-AUC is the issue's definition: an AI collection against all the lockbox's real photos,
+a real source against all the lockbox's AI images. Scores come from `synthcheck evaluate`'s scores.npz (the served
+preprocessing and calibration), never from a second scoring path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.groups import generator_of
+
+
+def collection_aucs(names, labels, probs) -> dict:
+    """collection -> {label, n, roc_auc (against the other class, whole lockbox), median P(AI)}."""
+    from sklearn.metrics import roc_auc_score
+
+    names, labels, probs = list(names), np.asarray(labels), np.asarray(probs, np.float64)
+    cols = np.array([generator_of(n) or "?" for n in names], dtype=object)
+    out = {}
+    for c in sorted(set(cols)):
+        m = cols == c
+        lab = int(labels[m][0])
+        if len(set(labels[m])) != 1:
+            raise ValueError(f"lockbox collection {c} holds both labels")
+        other = probs[labels != lab]
+        y = np.r_[np.full(m.sum(), lab), np.full(len(other), 1 - lab)]
+        auc = float(roc_auc_score(y, np.r_[probs[m], other])) if len(other) else None
+        out[c] = {"label": "ai" if lab else "real", "n": int(m.sum()), "roc_auc": auc,
+                  "median_p_ai": float(np.median(probs[m]))}
+    return out
+
+
+def score_run(eval_dir: str | Path, model: str, condition: str = "as is") -> dict:
+    """The lockbox figures of one `synthcheck evaluate MODEL LOCKBOX --out EVAL_DIR` run."""
+    eval_dir = Path(eval_dir)
+    found = sorted(eval_dir.glob("*/scores.npz"))
+    if len(found) != 1:
+        raise ValueError(f"{eval_dir}: expected one evaluated set (scores.npz), found {len(found)}")
+    z = np.load(found[0])
+    if "names" not in z:
+        raise ValueError(f"{found[0]}: no file names (written by an older synthcheck evaluate): evaluate again")
+    metrics = json.loads((found[0].parent / "metrics.json").read_text())
+    cols = collection_aucs(z["names"], z["labels"], z["probs"])
+    aucs = [v["roc_auc"] for v in cols.values() if v["roc_auc"] is not None]
+    return {"date": _dt.date.today().isoformat(), "model": model, "condition": condition,
+            "source": metrics.get("source"), "n": int(len(z["labels"])),
+            "excluded_train_identical": metrics.get("excluded_train_identical"),
+            "pooled_roc_auc": metrics.get("roc_auc"), "coverage": metrics.get("coverage"),
+            "confident_accuracy": metrics.get("confident_accuracy"),
+            "mean_collection_roc_auc": float(np.mean(aucs)) if aucs else None, "collections": cols}
+
+
+def log_score(entry: dict, log: str | Path) -> None:
+    """Append one lockbox score to the committed log (one JSON object per line)."""
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def log_markdown(log: str | Path) -> str:
+    """Every logged lockbox score as tables: one row per score, one column per collection."""
+    entries = [json.loads(x) for x in Path(log).read_text(encoding="utf-8").splitlines() if x.strip()]
+    cols = sorted({c for e in entries for c in e["collections"]},
+                  key=lambda c: (entries[-1]["collections"].get(c, {}).get("label", ""), c))
+    f = lambda v: "-" if v is None else f"{v:.3f}"
+    head = ["date", "model", "condition", "n", "pooled", "mean over collections", "answered", "right when answered"]
+    lines = ["| " + " | ".join(head + cols) + " |", "|" + " --- |" * (len(head) + len(cols))]
+    for e in entries:
+        lines.append("| " + " | ".join([e["date"], e["model"], e["condition"], str(e["n"]), f(e["pooled_roc_auc"]),
+                                        f(e["mean_collection_roc_auc"]), f(e["coverage"]), f(e["confident_accuracy"])]
+                                       + [f(e["collections"].get(c, {}).get("roc_auc")) for c in cols]) + " |")
+    sizes = entries[-1]["collections"]
+    lines += ["", "Collections: " + ", ".join(f"{c} ({sizes[c]['label']}, {sizes[c]['n']})" for c in cols if c in sizes)]
+    return "\n".join(lines) + "\n"

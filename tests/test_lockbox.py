@@ -1,0 +1,43 @@
+"""Lockbox figures: each AI collection against all the lockbox's real photos, each real source against all its AI
+images; every score appended to the log and the table rebuilt from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synthcheck.analysis.lockbox import collection_aucs, log_markdown, log_score, score_run
+
+
+def test_collection_aucs_follow_the_definition():
+    names = ["ai/a__g__1.png", "ai/a__g__2.png", "ai/b__g__1.png", "real/r__real-photo__1.jpg",
+             "real/r__real-photo__2.jpg", "real/s__real-photo__1.jpg"]
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.95])
+    got = collection_aucs(names, labels, probs)
+    assert got["a"]["roc_auc"] == pytest.approx(4 / 6)   # a: 0.9, 0.8 against 0.2, 0.3, 0.95
+    assert got["b"]["roc_auc"] == pytest.approx(0.0)     # b: 0.1 below all three
+    assert got["r"]["roc_auc"] == pytest.approx(4 / 6)   # r: 0.2, 0.3 (real) against 0.9, 0.8, 0.1
+    assert got["s"]["roc_auc"] == pytest.approx(0.0) and got["s"]["label"] == "real"
+    with pytest.raises(ValueError, match="both labels"):
+        collection_aucs(["ai/a__g__1.png", "real/a__g__2.png"], [1, 0], [0.5, 0.5])
+
+
+def test_score_run_logs_and_tabulates(tmp_path):
+    d = tmp_path / "eval" / "lockbox"
+    d.mkdir(parents=True)
+    np.savez(d / "scores.npz", probs=np.array([0.9, 0.2]), labels=np.array([1, 0]),
+             names=np.array(["ai/a__g__1.png", "real/r__real-photo__1.jpg"]))
+    (d / "metrics.json").write_text(json.dumps({"roc_auc": 1.0, "coverage": 0.5, "confident_accuracy": 1.0}))
+    entry = score_run(tmp_path / "eval", "toy")
+    assert entry["mean_collection_roc_auc"] == 1.0 and entry["n"] == 2
+    log = tmp_path / "log.jsonl"
+    log_score(entry, log)
+    log_score({**entry, "model": "toy 2"}, log)
+    md = log_markdown(log)
+    assert md.count("| toy") == 2 and "a (ai, 1)" in md
+    np.savez(d / "scores.npz", probs=np.array([0.9]), labels=np.array([1]))
+    with pytest.raises(ValueError, match="no file names"):
+        score_run(tmp_path / "eval", "old")
