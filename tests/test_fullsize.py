@@ -246,11 +246,23 @@ def test_evaluate_can_score_under_another_policy(two_models, tmp_path):
     assert r.exit_code == 2 and "unknown resize policy" in r.output
 
 
-def test_domain_rule_flags_images_far_smaller_than_the_training_images(two_models):
-    det = Detector.load(two_models / "run_large" / "model")  # trained on 96 px images
+def test_a_tiled_model_warns_only_when_it_had_to_enlarge_the_image(two_models):
+    det = Detector.load(two_models / "run_large" / "model")  # 32 px tiles, trained on 96 px images
     assert not det.predict(_png(64))[0].warnings
-    small = det.predict(_png(32))[0]
-    assert small.warnings and small.verdict == "uncertain"
+    assert not det.predict(_png(32))[0].warnings  # one whole tile at native resolution
+    small = det.predict(np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8))[0]  # enlarged
+    assert small.warnings and "enlarged" in small.warnings[0] and small.verdict == "uncertain"
+
+
+def test_the_photo_model_gives_no_aspect_ratio_warning_on_ordinary_photos():
+    """16:9 phone photos, 3:2 camera photos cropped a little, 1408 x 768 Gemini images: the tiles see them as
+    trained (issue 37 found 119 of 119 Gemini images flagged by the old aspect-ratio rule)."""
+    det = Detector.load("photo")
+    rng = np.random.default_rng(0)
+    shapes = [(1080, 1920), (1920, 1080), (849, 1280), (768, 1408), (3000, 4000), (400, 1600)]
+    preds = det.predict([rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in shapes])
+    assert all(p.ok and not p.warnings for p in preds), [(s, p.warnings) for s, p in zip(shapes, preds)]
+    assert det.domain_warnings(100, 300)  # shorter than one 128 px tile: enlarged
 
 
 def test_a_set_too_big_to_decode_is_refused_with_the_numbers(tmp_path, monkeypatch):

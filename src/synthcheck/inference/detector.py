@@ -123,21 +123,21 @@ class Detector:
         return load_image(source, self.spec, name=name, max_pixels=self.max_pixels)
 
     def domain_warnings(self, height: int, width: int) -> list[str]:
-        """Out-of-domain warning when the input's size/aspect is far from the training images'."""
+        """Out-of-domain warning when the model cannot see the input as it saw its training images. Tiles are
+        native pixels wherever they fall, so a tiled model warns only when the image had to be enlarged (16:9 and
+        3:2 photos are seen as trained); a whole-image model on size or aspect far from its training images'."""
+        if self.spec.resize_policy == "tiles":
+            return [f"out of domain: image is {width}x{height}, smaller than the model's {self.spec.image_size} px "
+                    "tiles, so it was enlarged to score it; its score is less reliable here"] \
+                if min(height, width) < self.spec.image_size else []
         stats = self.config.get("data", {}).get("image_sizes")
-        if not stats:
-            return []
         short, long_ = min(height, width), max(height, width)
-        # the same rule for every model, tiling ones included: a 224 px image under a model trained on 512 px
-        # photos is one whole scene at another scale, not one of the crops it learned from, and a single tile
-        # scores less reliably than the tile average the threshold was fitted on (reports/fullsize)
-        warnings = []
-        if long_ > 4 * stats["long_side_p99"] or short < stats["short_side_p01"] / 2:
-            warnings.append(f"out of domain: image is {width}x{height} but the model was trained on images of "
-                            f"{stats['short_side_p01']}-{stats['long_side_p99']} px; its score is less reliable here")
-        elif long_ / max(short, 1) > 1.5 * max(stats["aspect_p99"], 1.0):
-            warnings.append(f"out of domain: aspect ratio {long_ / max(short, 1):.2f} is far from the training images'")
-        return warnings
+        if stats and (long_ > 4 * stats["long_side_p99"] or short < stats["short_side_p01"] / 2):
+            return [f"out of domain: image is {width}x{height} but the model was trained on images of "
+                    f"{stats['short_side_p01']}-{stats['long_side_p99']} px; its score is less reliable here"]
+        if stats and long_ / max(short, 1) > 1.5 * max(stats["aspect_p99"], 1.0):
+            return [f"out of domain: aspect ratio {long_ / max(short, 1):.2f} is far from the training images'"]
+        return []
 
     def logits(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Raw logits for uint8 [N,3,S,S] arrays already preprocessed, on the chosen backend."""
