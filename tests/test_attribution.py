@@ -213,3 +213,30 @@ def test_a_head_fitted_on_other_features_is_not_used(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="refit it with `synthcheck attribution`"):
         det = Detector.load(d, backend="torch", precision="fp32")
     assert det.attribution is None
+
+
+def test_the_cli_says_once_that_pixels_name_nothing(tmp_path):
+    """With a naming rule that names no family, the predict table says so once under it, not on every row; a row
+    whose metadata names the generator keeps its own line."""
+    from pathlib import Path
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    from typer.testing import CliRunner
+
+    from synthcheck.cli import app
+    from synthcheck.inference.attribution import NO_PIXEL_NAMES
+
+    sample = Path(__file__).resolve().parents[1] / "src" / "synthcheck" / "samples" / "ai_diffusiondb_diffusion_000225.jpg"
+    for i in range(2):
+        Image.open(sample).rotate(90 * i).save(tmp_path / f"plain{i}.jpg", quality=95)
+    info = PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Model: sd_xl_base_1.0")
+    Image.open(sample).save(tmp_path / "sd.png", pnginfo=info)
+    r = CliRunner().invoke(app, ["predict", str(tmp_path), "--model", "photo"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert flat.count("no family's pixel name was right often enough") == 1, r.output
+    assert "generator from pixels, for every photo above: unknown" in flat
+    assert "generator: stable-diffusion (metadata" in flat
+    assert NO_PIXEL_NAMES.startswith("pixels: no name")

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..inference.attribution import generator_note
+from ..inference.attribution import NO_PIXEL_NAMES, generator_note
 from ..inference.metadata import history_summary, is_file_history
 from ..inference.prediction import times_in_ten
 from .common import BACKEND_HELP, PRECISION_HELP, _display, _expand, _fail, _load_detector, _setup_logging, console, err
@@ -143,7 +143,7 @@ def predict(
         console.print(f"{sum(counts.values())} results from {det.model_id} -> {out}: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), soft_wrap=True)
     if rows:
-        t = Table(title=det.describe())
+        t, said_once = Table(title=det.describe()), set()
         t.add_column("file", overflow="fold"); t.add_column("P(AI)", justify="right"); t.add_column("verdict"); t.add_column("notes")
         for p in rows[:1000]:
             if p.ok:
@@ -153,7 +153,9 @@ def predict(
                 if history_summary(p.evidence):
                     notes.append("file: " + history_summary(p.evidence))
                 notes += [f"[yellow]{w}[/]" for w in p.warnings]
-                if p.generator:
+                if p.generator and p.generator.get("note") == NO_PIXEL_NAMES and not p.generator.get("metadata"):
+                    said_once.add(NO_PIXEL_NAMES)  # the same for every image: said once under the table
+                elif p.generator:
                     notes.append(generator_note(p.generator))
                 if p.reading:
                     notes.append(f"on unseen sources, scores like this were AI {times_in_ten(p.reading['ai_share'])} "
@@ -166,6 +168,9 @@ def predict(
             else:
                 t.add_row(_display(p.source), "-", "[bold red]error[/]", p.error)
         console.print(t)
+        for note in said_once:
+            console.print(f"generator from pixels, for every photo above: unknown ({note}); a name from metadata "
+                          "is shown on its row", soft_wrap=True)
         if len(rows) > 1000:
             console.print(f"... {len(rows) - 1000} more rows (use --out or --json for all)")
     if failed:

@@ -127,6 +127,11 @@ def allowed_name(rule: dict, family: str, probability: float, p_ai: float) -> bo
     return floor <= 0 or (p_ai == p_ai and p_ai >= floor)
 
 
+# the note of a head whose naming rule names no family at all: the same on every image, so a table says it once
+NO_PIXEL_NAMES = ("pixels: no name; no family's pixel name was right often enough on collections the model never saw "
+                  "to be given")
+
+
 def rule_note(rule: dict, named: bool) -> str:
     """What a pixel answer under the naming rule rests on, in words (the top 3 stay in the data, not the line:
     a closest family is a resemblance, and users read any name shown as a lead)."""
@@ -136,8 +141,7 @@ def rule_note(rule: dict, named: bool) -> str:
     if named:
         return f"pixels{record}"
     if not rule.get("families"):
-        return ("pixels: no name; no family's pixel name was right often enough on collections the model never saw "
-                "to be given")
+        return NO_PIXEL_NAMES
     return "pixels: no name; not like enough to a family validated on collections it never saw"
 
 
