@@ -52,12 +52,12 @@ def conditions(args, index: np.ndarray, labels, groups, op) -> dict:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from shortcut_study import CONDITIONS, load_run, transformed_tiles
+    from shortcut_study import load_run
 
     from synthcheck.data.preprocess import PreprocessSpec
     from synthcheck.inference.scoring import score_logits
     from synthcheck.models.checkpoint import load_model
-    from synthcheck.training.crossval import load_pool
+    from synthcheck.training.crossval import condition_tiles, load_pool
 
     cfg, _ = load_run(args.proxy)
     cfg.pairs = []
@@ -68,7 +68,7 @@ def conditions(args, index: np.ndarray, labels, groups, op) -> dict:
     centres = {t: _fold_calibration(d, np.load(d / "scores.npz")) for t, d in fdirs.items()}
     out = {}
     for name in args.conditions:
-        tiles = transformed_tiles(pool, index, CONDITIONS[name], spec)
+        tiles = condition_tiles(pool, index, name, spec)  # label-free conditions (no swap here: no fold tables)
         row = {}
         for tag, model in models.items():
             lg = own_calibration(score_logits(model, tiles, 256), *centres[tag])

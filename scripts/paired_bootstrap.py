@@ -8,6 +8,8 @@ zero says the two rows are not told apart by this pool, whatever their point fig
         --out reports/photo_v3/ablation/paired_bootstrap.json
 
 The first run is the reference; each other run is compared with it. Runs are folders holding loso_scores.npz.
+Where both runs reported the everyday panel (crossval `report_conditions`), the mean over AI families of each
+family's worst-of-panel ROC-AUC is compared too: the crossval gate for a new photo model.
 """
 
 from __future__ import annotations
@@ -27,8 +29,25 @@ def load(run: Path) -> dict:
     if not (run / "loso_scores.npz").exists():
         raise SystemExit(f"{run}: no loso_scores.npz (not a finished crossval or stack run)")
     z = np.load(run / "loso_scores.npz", allow_pickle=False)
+    from synthcheck.data.transforms import PANEL
+
+    names = [str(c) for c in z["condition_names"]] if "condition_names" in z else []
+    panel = {c: z["condition_logits"][i].astype(np.float64) for i, c in enumerate(names) if c in PANEL}
     return {"logits": z["logits"].astype(np.float64), "labels": z["labels"], "families": z["families"].astype(str),
-            "digests": z["digests"]}
+            "digests": z["digests"], "panel": panel}
+
+
+def worst_of_panel(panel: dict, y: np.ndarray, u: np.ndarray) -> float:
+    """Mean over AI units of each unit's worst ROC-AUC (against every real image) over the panel's copies: the
+    crossval gate of issue "Learn the generator, not the file". Arrays aligned image by image."""
+    worst = {}
+    for z in panel.values():
+        real = z[y == 0]
+        for a in np.unique(u[y == 1]):
+            m = u == a
+            auc = roc_auc_score(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, z[m]])
+            worst[a] = min(worst.get(a, 1.0), auc)
+    return float(np.mean(list(worst.values())))
 
 
 def figures(logits: np.ndarray, labels: np.ndarray, units: np.ndarray) -> tuple[float, float]:
@@ -42,7 +61,12 @@ def paired(a: dict, b: dict, n_boot: int, seed: int) -> dict:
     names = np.unique(units)
     members = {u: np.flatnonzero(units == u) for u in names}
     rng = np.random.default_rng(seed)
+    both = sorted(set(a["panel"]) & set(b["panel"]))
+    pa, pb = ({c: a["panel"][c] for c in both}, {c: b["panel"][c] for c in both}) if both else ({}, {})
     fa, fb = figures(a["logits"], a["labels"], units), figures(b["logits"], a["labels"], units)
+    if both:
+        fa += (worst_of_panel(pa, a["labels"], units),)
+        fb += (worst_of_panel(pb, a["labels"], units),)
     diffs = []
     for _ in range(n_boot):
         draw = rng.choice(names, len(names), replace=True)
@@ -53,10 +77,16 @@ def paired(a: dict, b: dict, n_boot: int, seed: int) -> dict:
         copy = np.concatenate([np.full(len(members[u]), f"{u}#{i}") for i, u in enumerate(draw)])
         ra = figures(a["logits"][idx], a["labels"][idx], copy)
         rb = figures(b["logits"][idx], a["labels"][idx], copy)
-        diffs.append((rb[0] - ra[0], rb[1] - ra[1]))
+        row = [rb[0] - ra[0], rb[1] - ra[1]]
+        if both:
+            y = a["labels"][idx]
+            row.append(worst_of_panel({c: v[idx] for c, v in pb.items()}, y, copy)
+                       - worst_of_panel({c: v[idx] for c, v in pa.items()}, y, copy))
+        diffs.append(row)
     d = np.array(diffs)
-    out = {}
-    for j, key in enumerate(("pooled_roc_auc", "mean_ai_family_roc_auc")):
+    out = {"panel_conditions": both}
+    keys = ("pooled_roc_auc", "mean_ai_family_roc_auc") + (("worst_of_panel_mean_ai_family_roc_auc",) if both else ())
+    for j, key in enumerate(keys):
         lo, hi = np.percentile(d[:, j], [2.5, 97.5])
         out[key] = {"reference": round(fa[j], 4), "other": round(fb[j], 4), "difference": round(fb[j] - fa[j], 4),
                     "ci95": [round(float(lo), 4), round(float(hi), 4)],
@@ -82,7 +112,8 @@ def main(argv=None):
             raise SystemExit(f"{run}: its pool is not {args.runs[0]}'s (other images or order)")
         res["comparisons"][str(run)] = c = paired(ref, other, args.n_boot, args.seed)
         print(f"{run}: " + "; ".join(f"{k} {v['other']:.3f} vs {v['reference']:.3f}, difference {v['difference']:+.3f} "
-                                      f"(95% {v['ci95'][0]:+.3f} to {v['ci95'][1]:+.3f})" for k, v in c.items()))
+                                      f"(95% {v['ci95'][0]:+.3f} to {v['ci95'][1]:+.3f})" for k, v in c.items()
+                                      if isinstance(v, dict)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
 

@@ -30,7 +30,8 @@ from synthcheck.data.transforms import CONDITIONS
 from synthcheck.inference.calibration import probabilities, selective_figures
 from synthcheck.inference.scoring import score_logits
 from synthcheck.models.checkpoint import load_model
-from synthcheck.training.crossval import CrossvalConfig, _fold_calibration, assign_folds, condition_tiles, load_pool
+from synthcheck.training.crossval import (CrossvalConfig, _fold_calibration, assign_folds, condition_tiles, fold_save_context,
+                                         load_pool, pool_camera_tables)
 
 
 def load_run(run: Path) -> tuple[CrossvalConfig, dict]:
@@ -106,11 +107,15 @@ def condition_study(run: Path, cfg: CrossvalConfig, pool, folds: np.ndarray, op:
     labels, groups = pool.pool.labels, np.asarray(pool.pool.groups, dtype=str)
     out = {}
     models = {k: load_model(run / f"fold_{k}" / "model")[0] for k in np.unique(folds)}
+    # the processing swap (label-dependent) takes each fold's camera tables from its training real photos only
+    tables = pool_camera_tables(cfg, pool) if any(CONDITIONS[c].label_dependent for c in conditions) else None
+    fold_of = assign_folds(pool.families, cfg.folds, cfg.seed)
     for name in conditions:
         logits = np.zeros(len(labels))
         for k, model in models.items():
             idx = np.flatnonzero(folds == k)
-            tiles = condition_tiles(pool.pool, idx, name, spec)
+            ctx = None if tables is None else fold_save_context(pool, tables, fold_of, k, cfg.seed)
+            tiles = condition_tiles(pool.pool, idx, name, spec, ctx)
             # centred on the fold's own operating point, as the report's left-out scores are
             z = np.load(run / f"fold_{k}" / "scores.npz")
             logits[idx] = own_calibration(score_logits(model, tiles, 256), *_fold_calibration(run / f"fold_{k}", z))

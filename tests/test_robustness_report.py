@@ -10,7 +10,7 @@ from synthcheck import Detector
 from synthcheck.analysis.evaluate import evaluate_sets
 from synthcheck.analysis.robustness import robustness_report
 from synthcheck.cli import app
-from synthcheck.data.transforms import DAMAGE
+from synthcheck.data.transforms import DAMAGE, PANEL, SWAP
 
 from test_explain import CIFAKE_SAMPLES
 
@@ -31,6 +31,9 @@ def test_report_covers_every_condition(sample_set, tmp_path):
     assert rep["n"] == 8
     assert {k: set(v) for k, v in rep["damage"].items()} == {k: {str(x) for x in lv} for k, (_, lv) in DAMAGE.items()}
     assert set(rep["attacks"]) == {"fgsm", "pgd"} and set(rep["attacks"]["pgd"]) == {"2", "8"}
+    # the copies of the one registry (data.transforms.CONDITIONS): the panel; the swap needs the model's camera tables
+    assert set(rep["copies"]) == set(PANEL) | {SWAP} and "camera tables" in rep["copies"][SWAP]["skipped"]
+    assert all(0 <= rep["copies"][c]["accuracy"] <= 1 for c in PANEL)
     # clean figures are exactly what evaluate reports on the same images
     (m,) = evaluate_sets(det, [sample_set], None, progress=False, plots=False)["sets"].values()
     assert rep["clean"]["accuracy"] == m["accuracy"] and rep["clean"]["roc_auc"] == m["roc_auc"]

@@ -75,8 +75,8 @@ def write_model_card(model_dir: Path, config: dict, command: str | None = None, 
     ]
     for name, m in (("validation", vm), ("test", tm)):
         if m:
-            lines.append(f"| {name} | {m.get('n')} | {_pct(m.get('accuracy'))} | {m.get('roc_auc', 0):.4f} | "
-                         f"{m.get('average_precision', 0):.4f} | {m.get('f1', 0):.4f} | {m.get('ece', 0):.4f} |")
+            f4 = [("-" if m.get(k) is None else f"{m[k]:.4f}") for k in ("roc_auc", "average_precision", "f1", "ece")]
+            lines.append(f"| {name} | {m.get('n')} | {_pct(m.get('accuracy'))} | " + " | ".join(f4) + " |")
     if d.get("test_identical_to_train_or_val") is not None:
         lines += ["", f"Test files byte-identical to a training/validation file: {d['test_identical_to_train_or_val']} "
                       f"({'excluded' if d.get('excluded') else 'kept'})."]

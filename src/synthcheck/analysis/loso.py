@@ -182,6 +182,63 @@ def mean_ai_auc(logits, labels, units) -> float:
     return float(np.mean(aucs))
 
 
+def yardstick(logits, conditioned: dict, labels, units, temperature: float) -> dict:
+    """The figures recipes are chosen on (issue "Learn the generator, not the file"): per condition the pooled
+    ROC-AUC and the mean over AI units; the panel's worst, pooled and as the mean over AI units of each unit's
+    worst; and under the processing swap, each unit's paired median shift of P(AI) against the files as they came.
+    All on the same centred left-out logits (`units`: each label's family, or the groups)."""
+    from sklearn.metrics import roc_auc_score
+
+    from ..data.transforms import CONDITIONS, SWAP
+
+    labels, units = np.asarray(labels).astype(int), np.asarray(units, dtype=str)
+    ai_units = sorted(np.unique(units[labels == 1]))
+
+    def unit_aucs(z) -> dict:
+        real = z[labels == 0]
+        return {u: float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones((units == u).sum())],
+                                       np.r_[real, z[units == u]])) for u in ai_units}
+
+    out, per_unit = {"conditions": {}}, {}
+    for c, z in conditioned.items():
+        z = np.asarray(z, np.float64)
+        per_unit[c] = unit_aucs(z)
+        out["conditions"][c] = {"roc_auc": float(roc_auc_score(labels, z)),
+                                "mean_ai_unit_roc_auc": float(np.mean(list(per_unit[c].values()))),
+                                "panel": CONDITIONS[c].panel}
+    panel = [c for c in conditioned if CONDITIONS[c].panel]
+    if panel:
+        worst_unit = {u: min(per_unit[c][u] for c in panel) for u in ai_units}
+        out["worst_of_panel"] = {"roc_auc": min(out["conditions"][c]["roc_auc"] for c in panel),
+                                 "mean_ai_unit_roc_auc": float(np.mean(list(worst_unit.values()))),
+                                 "per_ai_unit": worst_unit, "conditions": panel}
+    if SWAP in conditioned:
+        p0 = probabilities(np.asarray(logits, np.float64), temperature)
+        p1 = probabilities(np.asarray(conditioned[SWAP], np.float64), temperature)
+        out["swap_shift"] = {u: {"n": int((units == u).sum()), "median_shift": float(np.median((p1 - p0)[units == u]))}
+                             for u in sorted(np.unique(units))}
+    return out
+
+
+def yardstick_lines(y: dict | None) -> list[str]:
+    """Markdown: the yardstick's table (report and studies)."""
+    if not y:
+        return []
+    lines = ["", "## Yardstick: copies saved the way users meet them", "",
+             "| copy | in the panel | ROC-AUC | mean over AI units |", "|---|---|---|---|"]
+    lines += [f"| {c} | {'yes' if v['panel'] else '-'} | {v['roc_auc']:.3f} | {v['mean_ai_unit_roc_auc']:.3f} |"
+              for c, v in y["conditions"].items()]
+    w = y.get("worst_of_panel")
+    if w:
+        lines += [f"| **worst of panel** | | **{w['roc_auc']:.3f}** | **{w['mean_ai_unit_roc_auc']:.3f}** (each "
+                  "unit's worst) |"]
+    if y.get("swap_shift"):
+        lines += ["", "Processing swapped (real photos saved as the AI packs were, AI images with the fold's camera "
+                  "tables): paired median shift of P(AI) per unit", "", "| unit | n | median shift |", "|---|---|---|"]
+        lines += [f"| {u} | {v['n']} | {v['median_shift']:+.3f} |" for u, v in y["swap_shift"].items()]
+    return lines
+
+
 def _by_category(probs, labels, groups, categories, threshold) -> dict:
     """ROC-AUC per content category inside each source whose AI and real images share categories
     (the photo game's people/nature/city/interior): content held equal, what is left is the generator."""
@@ -247,7 +304,7 @@ def write_markdown(rep: dict, path: Path) -> None:
         lines += [f"| {g} | {r['label']} | {r['n']} | {_f(r.get('roc_auc'))} | {_f(r['coverage'], 2)} | "
                   f"{_f(r['confidently_wrong'], 2)} | {', '.join(r['groups'])} |"
                   for g, r in sorted(rep["limit_groups"].items(), key=lambda kv: (kv[1]["label"], kv[0]))]
-    lines += conditions_table(rep.get("conditions"))
+    lines += conditions_table(rep.get("conditions")) + yardstick_lines(rep.get("yardstick"))
     lines += stack_lines(rep.get("stack"))
     lines += reading_table(rep.get("unseen_reading"), rep["operating_point"]["temperature"])
     for f, cats in rep.get("by_category", {}).items():

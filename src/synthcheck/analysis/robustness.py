@@ -9,7 +9,8 @@ The report damages the decoded uint8 images at the model's input size (the
 native size for 32-px CIFAKE; for larger sets, after the model's own fitting)
 with `data.transforms` (the same damage robust training applies) and passes the
 result through `preprocess.load_image` again; attacked and damaged images are
-scored by the same `Detector` path as clean ones.
+scored by the same `Detector` path as clean ones. The copies users share (the
+one registry, `transforms.CONDITIONS`) act on whole images, as crossval's do.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
         damaged = apply_damage(s.images, name, level, detector.spec, rng)
         report["damage"].setdefault(name, {})[str(level)] = _metrics(labels, detector.probabilities_from_arrays(damaged),
                                                                      thr)
+    report["copies"] = copies_report(detector, source, s, progress)
     model, dev = detector.model, detector.device
     gen = torch.Generator().manual_seed(seed)
     for attack in ("fgsm", "pgd"):
@@ -118,6 +120,37 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
         _plot_examples({"x": x.cpu(), "adv": ((adv * 255).round() / 255).cpu(), "labels": labels[pick]},
                        out_dir / "adversarial_examples.png", max(eps))
     return report
+
+
+def copies_report(detector, source, s, progress: bool = True) -> dict:
+    """Figures on the whole-image copies of `data.transforms.CONDITIONS` (the everyday panel; the processing swap
+    where the model stores its training real photos' camera tables): each image transformed at its decoded size,
+    then through the model's own preprocessing, as crossval's yardstick does."""
+    from tqdm.auto import tqdm
+
+    from ..data.folders import load_imageset
+    from ..data.preprocess import PreprocessSpec, fit
+    from ..data.transforms import CONDITIONS, SaveContext
+
+    side = max(512, detector.spec.image_size)
+    native = load_imageset(source, PreprocessSpec(side, "native"), progress=False)
+    where = {d.tobytes(): i for i, d in enumerate(native.digests)}
+    idx = np.array([where[d.tobytes()] for d in s.digests])
+    tables = tuple((np.array(t["luma"]), None if t["chroma"] is None else np.array(t["chroma"]), t["subsampling"])
+                   for t in detector.config.get("camera_tables", []))
+    ctx = SaveContext(tables, 0) if tables else None
+    out = {}
+    for name, cond in tqdm(list(CONDITIONS.items()), desc="copies", disable=not progress):
+        if not (cond.panel or cond.label_dependent):
+            continue
+        if cond.label_dependent and ctx is None:
+            out[name] = {"skipped": "the model stores no camera tables of its training real photos"}
+            continue
+        imgs = np.stack([fit(cond(np.ascontiguousarray(native.images[i][:, :min(h, side), :min(w, side)]
+                                                     .transpose(1, 2, 0)), int(y), ctx, int(i)), detector.spec)
+                         for i, (h, w), y in zip(idx, native.sizes[idx], s.labels)])
+        out[name] = _metrics(s.labels, detector.probabilities_from_arrays(imgs), detector.threshold)
+    return out
 
 
 def _plot_report(report: dict, out_dir) -> None:

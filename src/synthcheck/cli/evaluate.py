@@ -104,6 +104,11 @@ def robustness(
         for name, levels in rep[group].items():
             for level, m in levels.items():
                 row(name, f"{level}/255" if group == "attacks" else level, m)
+    for name, m in rep.get("copies", {}).items():
+        if "skipped" in m:
+            t.add_row(name, "copy", "-", "-", "-", "-")
+        else:
+            row(name, "copy", m)
     console.print(t)
     console.print(f"wrote {out / 'robustness.json'}, {out / 'robustness.png'} and {out / 'adversarial_examples.png'}")
 

@@ -1,10 +1,13 @@
 """Everyday damage on uint8 HxWx3 images (JPEG re-encoding, down-up resize, blur, noise, centre crop), as
 images meet it when shared: one implementation for robust training (`augment`) and for the robustness
-report (`analysis.robustness`), which measures a model under the same damage grid (`DAMAGE`)."""
+report (`analysis.robustness`), which measures a model under the same damage grid (`DAMAGE`); and the one
+registry of copies a model is judged on (`CONDITIONS`: the everyday panel and the processing swap)."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -80,14 +83,81 @@ def centre_crop(img: np.ndarray, side: int = 256) -> np.ndarray:
     return fit_to_size(img, min(side, *img.shape[:2]), "crop")
 
 
-# The ways a user's copy of an image differs from the file a model trained on. The leave-sources-out study
-# re-scores every left-out image under each (scripts/shortcut_study.py), and the photo model's uncertain band
-# can be fitted on some of them too (`band_conditions` in a crossval config), so that "confident" holds on
-# re-sized copies and not only on the files as they came.
+def save_jpeg(img: np.ndarray, quality: int = 92, subsampling: str = "4:2:0", qtables=None) -> np.ndarray:
+    """Saved once by Pillow as JPEG (at `quality`, or with the given [luma, chroma] tables in natural order) and
+    decoded again: what an editor, a phone's re-save or a platform does to a file."""
+    buf = io.BytesIO()
+    sub = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}.get(subsampling, 2)
+    if qtables is not None:
+        Image.fromarray(img).save(buf, format="JPEG", qtables=[list(map(int, t)) for t in qtables], subsampling=sub)
+    else:
+        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality), subsampling=sub)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def webp(img: np.ndarray, quality: int = 80) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="WEBP", quality=int(quality))
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+@dataclass(frozen=True)
+class SaveContext:
+    """What a label-dependent condition may use: camera quantisation tables ((luma, chroma, subsampling), natural
+    order) taken only from real photos the scoring model trained on, and a seed for choosing among them."""
+
+    camera_tables: tuple = ()
+    seed: int = 0
+
+
+def swap_processing(img: np.ndarray, label: int, ctx: SaveContext | None = None, key: int = 0) -> np.ndarray:
+    """The packs' processing, swapped between the classes: a real photo gets the AI crops' save (Pillow JPEG 92
+    4:2:0), an AI image a camera-like save with tables drawn (seeded by `key`) from `ctx.camera_tables`. A model
+    that learnt the save instead of the generator moves here; one that learnt pixels does not."""
+    if label == 0:
+        return save_jpeg(img, 92, "4:2:0")
+    tables = (ctx or SaveContext()).camera_tables
+    if not tables:
+        raise ValueError("processing swap: no camera tables (from the scoring model's training real photos) to "
+                         "save AI images with")
+    luma, chroma, sub = tables[np.random.default_rng([(ctx.seed if ctx else 0), int(key)]).integers(len(tables))]
+    return save_jpeg(img, qtables=[luma, chroma if chroma is not None else luma], subsampling=sub)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way a user's copy differs from the file a model trained on. `fn(img, label, ctx, key)`; most ignore
+    the label; `panel`: one of the everyday saves applied to both classes alike (worst-of-panel figures)."""
+
+    fn: Callable
+    panel: bool = False
+    label_dependent: bool = False
+
+    def __call__(self, img: np.ndarray, label: int = 0, ctx: SaveContext | None = None, key: int = 0) -> np.ndarray:
+        return self.fn(img, label, ctx, key)
+
+
+def _same(fn: Callable, panel: bool = False) -> Condition:
+    return Condition(lambda a, label, ctx, key: fn(a), panel=panel)
+
+
+# The ways a user's copy of an image differs from the file a model trained on: the one registry. Crossval re-scores
+# every left-out image under the ones its config names (`band_conditions` are also fitted on, so "confident" holds
+# on such copies; `report_conditions` are reported: the panel's worst and the processing swap are the yardstick
+# recipes are chosen on), scripts/shortcut_study.py reaches them here, and `synthcheck robustness` reports the
+# whole-image ones. The panel acts on both classes alike; "processing swapped" is the one that takes the label.
 CONDITIONS = {
-    "as is": lambda a: a,
-    "all re-encoded JPEG 90": lambda a: jpeg(a, 90),
-    "all cut to 256 x 256": centre_crop,
-    "JPEG 75 (social)": lambda a: jpeg(a, 75),
-    "half size (social)": half_size,
+    "as is": _same(lambda a: a),
+    "all re-encoded JPEG 90": _same(lambda a: jpeg(a, 90)),
+    "all cut to 256 x 256": _same(centre_crop),
+    "JPEG 75 (social)": _same(lambda a: jpeg(a, 75)),
+    "half size (social)": _same(half_size),
+    "JPEG 75 4:2:0": _same(lambda a: save_jpeg(a, 75), panel=True),
+    "JPEG 92 4:2:0": _same(lambda a: save_jpeg(a, 92), panel=True),
+    "half size then JPEG 85": _same(lambda a: save_jpeg(half_size(a), 85), panel=True),
+    "WebP 80": _same(lambda a: webp(a, 80), panel=True),
+    "256-px crop": _same(centre_crop, panel=True),
+    "processing swapped": Condition(swap_processing, label_dependent=True),
 }
+PANEL = [name for name, c in CONDITIONS.items() if c.panel]
+SWAP = "processing swapped"

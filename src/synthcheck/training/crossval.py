@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.loso import loso_report, own_calibration, own_centre, plot_report, write_markdown
+from ..analysis.loso import loso_report, own_calibration, own_centre, plot_report, write_markdown, yardstick
 from ..data.augment import AugmentConfig
 from ..data.folders import ImageSet, load_imageset
 from ..data.groups import family_of, lookup, manifest_path, read_manifest
 from ..data.splits import Splits, concat_sets, stratified_split, strata
 from ..data.store import save_json
 from ..inference.calibration import probabilities
+from .conditions import (condition_scores, condition_tiles, fold_save_context, pool_camera_tables,  # noqa: F401
+                         unique_tables)
 from .config import TrainConfig, as_tiles, model_spec, read_toml
 
 log = logging.getLogger("synthcheck")
@@ -47,6 +49,8 @@ class CrossvalConfig:
                                             # limit, e.g. "ai:flux" over its generators; groups still reported
     band_conditions: list[str] = field(default_factory=list)  # data.transforms.CONDITIONS also fitted on: the
                                             # left-out images re-scored so transformed, each (group, condition) a group
+    report_conditions: list[str] = field(default_factory=list)  # CONDITIONS only reported (the yardstick: the
+                                            # panel's worst, the processing swap), not fitted on unless also above
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -73,9 +77,10 @@ class CrossvalConfig:
         """Fail before any training: a typo found after hours of folds is hours lost."""
         from ..data.transforms import CONDITIONS
 
-        unknown = [c for c in self.band_conditions if c not in CONDITIONS]
+        unknown = [c for c in self.band_conditions + self.report_conditions if c not in CONDITIONS]
         if unknown:
-            raise ValueError(f"band_conditions: unknown condition {unknown[0]!r}; known: {', '.join(CONDITIONS)}")
+            raise ValueError(f"band_conditions/report_conditions: unknown condition {unknown[0]!r}; known: "
+                             f"{', '.join(CONDITIONS)}")
         if self.limit_by not in ("group", "family"):
             raise ValueError(f"limit_by must be 'group' or 'family', not {self.limit_by!r}")
 
@@ -217,15 +222,21 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     done = [k for k in range(cfg.folds) if (out / f"fold_{k}" / "scores.npz").exists()]
     if len(done) < cfg.folds:
         return {"folds_done": done, "complete": False}
-    logits, raw, conditioned = left_out_scores(cfg, pool, out, spec)
+    logits, raw, conditioned = left_out_scores(cfg, pool, out, spec, fold_of)
     limit_groups = limit_units(cfg, pool)
     report = loso_report(logits, pool.pool.labels, pool.pool.groups, pool.families, pool.categories,
-                         cfg.max_wrong_group, cfg.max_wrong_pooled, conditions=conditioned, limit_groups=limit_groups)
+                         cfg.max_wrong_group, cfg.max_wrong_pooled, limit_groups=limit_groups,
+                         conditions={c: conditioned[c] for c in cfg.band_conditions})
+    if cfg.report_conditions:
+        report["yardstick"] = yardstick(logits, {c: conditioned[c] for c in cfg.report_conditions}, pool.pool.labels,
+                                        limit_groups or pool.pool.groups, report["operating_point"]["temperature"])
     report["folds"] = {str(k): sorted(f for f, v in fold_of.items() if v == k) for k in range(cfg.folds)}
     report["config"] = cfg.to_dict()
     report["training_only"] = {"n": 0 if pool.extra is None else len(pool.extra),
                                "groups": {} if pool.extra is None else _counts(pool.extra.groups)}
-    save_run_report(out, report, pool, logits=logits, raw_logits=raw)
+    extra = ({"condition_names": np.array(list(conditioned)), "condition_logits": np.stack(list(conditioned.values()))}
+             if conditioned else {})
+    save_run_report(out, report, pool, logits=logits, raw_logits=raw, **extra)
     return report
 
 
@@ -240,11 +251,17 @@ def save_run_report(out: Path, report: dict, pool: Pool, **scores: np.ndarray) -
     plot_report(report, out / "crossval.png")
 
 
-def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec) -> tuple[np.ndarray, np.ndarray, dict]:
+def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec, fold_of: dict | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every pool image's left-out logit, centred on its fold model's own operating point (`own_calibration`),
-    the raw logits, and the centred logits of each band condition's copies; all in pool order."""
+    the raw logits, and the centred logits of each band and report condition's copies; all in pool order."""
+    from ..data.transforms import CONDITIONS
+
+    names = list(dict.fromkeys(cfg.band_conditions + cfg.report_conditions))
     logits, raw = np.full(len(pool.pool), np.nan), np.full(len(pool.pool), np.nan)
-    conditioned = {c: np.full(len(pool.pool), np.nan) for c in cfg.band_conditions}
+    conditioned = {c: np.full(len(pool.pool), np.nan) for c in names}
+    tables = pool_camera_tables(cfg, pool) if any(CONDITIONS[c].label_dependent for c in names) else None
+    fold_of = fold_of or assign_folds(pool.families, cfg.folds, cfg.seed)
     for k in range(cfg.folds):
         z = np.load(out / f"fold_{k}" / "scores.npz")
         if not np.array_equal(z["digests"], pool.pool.digests[z["index"]]):
@@ -252,7 +269,8 @@ def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec) -> tuple[n
         centre = _fold_calibration(out / f"fold_{k}", z)
         raw[z["index"]] = z["logits"]
         logits[z["index"]] = own_calibration(z["logits"], *centre)
-        for c, zc in _condition_scores(out / f"fold_{k}", pool.pool, z, cfg.band_conditions, spec).items():
+        ctx = None if tables is None else fold_save_context(pool, tables, fold_of, k, cfg.seed)
+        for c, zc in condition_scores(out / f"fold_{k}", pool.pool, z, names, spec, ctx).items():
             conditioned[c][z["index"]] = own_calibration(zc, *centre)
     return logits, raw, conditioned
 
@@ -261,46 +279,6 @@ def limit_units(cfg: CrossvalConfig, pool: Pool) -> list[str] | None:
     """The units held to the per-group limit: None (the groups themselves) or each label's family."""
     cfg.validate()
     return None if cfg.limit_by == "group" else [f"{g.split(':', 1)[0]}:{f}" for g, f in zip(pool.pool.groups, pool.families)]
-
-
-def condition_tiles(images: ImageSet, idx: np.ndarray, condition: str, spec) -> np.ndarray:
-    """The stored images `idx` (cropped back to their decoded size), transformed as `data.transforms.CONDITIONS`
-    names, then tiled by the one shared preprocessing function, as the model sees any image."""
-    from ..data.preprocess import fit
-    from ..data.transforms import CONDITIONS
-
-    fn, side = CONDITIONS[condition], images.images.shape[-1]
-    return np.stack([fit(fn(np.ascontiguousarray(images.images[i][:, :min(h, side), :min(w, side)].transpose(1, 2, 0))),
-                         spec) for i, (h, w) in zip(idx, images.sizes[idx])])
-
-
-def _condition_scores(fdir: Path, images: ImageSet, scores, conditions: list[str], spec) -> dict:
-    """A fold model's raw logits on its left-out images under each condition, kept beside its scores (and
-    redone when the fold's own scores changed, i.e. the fold model was retrained)."""
-    import hashlib
-
-    from ..data.transforms import CONDITIONS
-    from ..inference.scoring import score_logits
-    from ..models.checkpoint import load_model
-
-    out, model, idx = {}, None, scores["index"]
-    made_with = hashlib.sha1(np.ascontiguousarray(scores["logits"]).tobytes()).hexdigest()
-    for c in conditions:
-        if c not in CONDITIONS:
-            raise ValueError(f"band_conditions: unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
-        path = fdir / f"scores_{c.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
-        if path.exists():
-            cached = np.load(path)
-            if np.array_equal(cached["index"], idx) and str(cached.get("made_with", "")) in (made_with, ""):
-                out[c] = cached["logits"]
-                continue
-        if model is None:
-            model = load_model(fdir / "model")[0]
-        log.info("%s: left-out images re-scored as %r", fdir.name, c)
-        out[c] = np.concatenate([score_logits(model, condition_tiles(images, part, c, spec), batch_size=256)
-                                 for part in np.array_split(idx, max(1, len(idx) // 256))])
-        np.savez(path, index=idx, logits=out[c], made_with=made_with)
-    return out
 
 
 def _fold_calibration(fdir: Path, z) -> tuple[float, float]:
@@ -398,6 +376,10 @@ def train_final(cfg: CrossvalConfig, out: str | Path, report: dict, progress: bo
         probs = probabilities(score_logits(model, tiles.images, 256) - shift, op["temperature"])
         config["test_metrics"] = _short(compute_metrics(test.labels, probs, op["threshold"],
                                                         uncertain_range=(op["low"], op["high"])))
+    # the processing swap outside crossval (robustness): the camera tables of the real photos this model trained on
+    config["camera_tables"] = [{"luma": t[0].tolist(), "chroma": None if t[1] is None else t[1].tolist(),
+                                "subsampling": t[2]} for t in unique_tables(
+        t for t, u, y in zip(pool_camera_tables(cfg, pool), use, pool.pool.labels) if t is not None and u and y == 0)]
     config["notes"] = final_notes(cfg)  # kept in the config, so a regenerated card still says it
     save_model(model, out / "model", config)
     write_model_card(out / "model", config)
