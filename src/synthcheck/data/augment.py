@@ -27,6 +27,11 @@ class AugmentConfig:
                              # (antialiased), as social media shrink photos; the image stays at that size
     jpeg_quality: tuple = (30, 95)
     blur_sigma: tuple = (0.5, 2.0)
+    # against the save shortcut (issue "Learn the generator, not the file"), both off by default:
+    process: float = 0.0         # either label: one shared random save of the crop (JPEG q 60-98 at 4:2:0 or
+                                 # 4:4:4, a third of the time saved twice; or WebP q 60-95), so no save marks a class
+    pack_save_real: float = 0.0  # a real photo's stored image gets the AI packs' save (Pillow JPEG 92 4:2:0) before
+                                 # it is cropped, so that save stops predicting "AI"
 
     def to_dict(self):
         return asdict(self)
@@ -39,6 +44,9 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
 
     def rand(*shape):
         return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    if cfg.process > 0:
+        x = _process(x, cfg.process, rand)
 
     if cfg.flip:
         mask = rand(n) < 0.5
@@ -99,27 +107,60 @@ def _damage(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+def _process(x: torch.Tensor, p: float, rand) -> torch.Tensor:
+    """One draw per image from a processing distribution shared by both labels (Pillow, as users' tools save)."""
+    from .transforms import save_jpeg, webp
+
+    n = x.shape[0]
+    pick, kind, q, q2, sub = rand(n) < p, rand(n), 60 + 38 * rand(n), 60 + 38 * rand(n), rand(n) < 0.5
+    idx = torch.nonzero(pick).flatten().tolist()
+    if not idx:
+        return x
+    x = x.clone()
+    u8 = (x[idx].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    for j, i in enumerate(idx):
+        im, k = u8[j], float(kind[i])
+        if k < 0.25:
+            im = webp(im, int(60 + 35 * (float(q[i]) - 60) / 38))
+        else:
+            im = save_jpeg(im, int(q[i]), "4:2:0" if bool(sub[i]) else "4:4:4")
+            if k > 0.75:  # saved again, as a re-shared file is
+                im = save_jpeg(im, int(q2[i]), "4:2:0")
+        x[i] = torch.from_numpy(im.copy()).permute(2, 0, 1).to(x.device).float() / 255
+    return x
+
+
 def random_crops(images: torch.Tensor, sizes: torch.Tensor, crop: int, downscale: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+                 pack_save_real: float = 0.0) -> torch.Tensor:
     """One random native-resolution crop per image of a `native` store -> float [N,3,crop,crop] in [0,1].
 
     images: uint8 [N,3,S,S] with each image's pixels in its top-left min(size, S) corner; sizes: [N,2]
     decoded (height, width). With probability `downscale` a crop up to 2x larger (as the image allows) is
     shrunk to `crop` with antialiasing, as a photo shared at half size. A region smaller than the crop
-    (tiny images only) is brought up to it, as inference tiles bring up images smaller than a tile.
+    (tiny images only) is brought up to it, as inference tiles bring up images smaller than a tile. With
+    `labels`, a real image's whole stored region gets the packs' save first with probability `pack_save_real`.
     """
     n, _, s, _ = images.shape
     u = torch.rand(n, 4, generator=generator)
+    # drawn only when used, so recipes without it keep their random stream (and their figures) exactly
+    save = torch.rand(n, generator=generator) < pack_save_real if pack_save_real > 0 and labels is not None else None
     out = torch.empty((n, 3, crop, crop), dtype=torch.float32, device=images.device)
     for i in range(n):
         vh, vw = min(int(sizes[i, 0]), s), min(int(sizes[i, 1]), s)
+        src = images[i:i + 1]
+        if save is not None and bool(save[i]) and int(labels[i]) == 0:
+            from .transforms import save_jpeg
+
+            region = src[0, :, :vh, :vw].permute(1, 2, 0).cpu().numpy()
+            src = torch.from_numpy(save_jpeg(region, 92, "4:2:0").copy()).permute(2, 0, 1)[None].to(images.device)
         r = crop
         if downscale > 0 and u[i, 3] < downscale:
             r = min(int(round(crop / (0.5 + 0.5 * float(u[i, 2])))), vh, vw)
         r = max(1, min(r, vh, vw)) if min(vh, vw) >= crop else min(vh, vw)
         top = int(u[i, 0] * (vh - r + 1))
         left = int(u[i, 1] * (vw - r + 1))
-        patch = images[i:i + 1, :, top:top + r, left:left + r].float().div_(255)
+        patch = src[:, :, top:top + r, left:left + r].float().div_(255)
         if r != crop:
             patch = F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False, antialias=r > crop)
         out[i] = patch[0]

@@ -275,7 +275,8 @@ def _train(data, out: Path, cfg: TrainConfig, test, resume: bool, progress: bool
             idx = perm[step * bs:(step + 1) * bs]
             xb = train_x[idx]
             if cfg.crop:  # a random native crop of each stored image
-                x = augment(random_crops(xb, train_hw[idx.cpu()], cfg.crop, cfg.augment.downscale, gen), cfg.augment, gen)
+                x = augment(random_crops(xb, train_hw[idx.cpu()], cfg.crop, cfg.augment.downscale, gen, train_y[idx],
+                                         cfg.augment.pack_save_real), cfg.augment, gen)
             else:
                 if xb.ndim == 5:  # tiles: one random native crop of each image per step
                     pick = torch.randint(xb.shape[1], (len(idx),), generator=gen).to(device)
