@@ -40,6 +40,17 @@ def write_dataset(root: Path, n_per_class: int = 60, splits=("train", "test"), l
     return root
 
 
+def write_manifest(root: Path, rows: list[dict]) -> Path:
+    """root/manifest.csv with one row per file (the columns of the first row)."""
+    import csv
+
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny"), n_per_class=80)

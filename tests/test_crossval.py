@@ -24,7 +24,7 @@ from synthcheck.training.crossval import (CrossvalConfig, Pool, assign_folds, fo
                                           train_final)
 from synthcheck.training.stacking import combine, cross_fit, fit_combiner, run_stack
 
-from conftest import make_image
+from conftest import make_image, write_manifest
 
 
 # --- groups --------------------------------------------------------------------------------------
@@ -53,11 +53,7 @@ def _write_grouped(root, groups: dict[str, tuple[int, int]], size=48, seed=0):
             make_image(label, rng, size).save(d / name)
             rows.append({"path": f"{d.name}/{name}", "label": "ai" if label else "real", "generator": g,
                          "category": "people" if i % 2 else "city"})
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root
+    return write_manifest(root, rows)
 
 
 def test_groups_travel_with_the_images_and_stratify_splits(tmp_path):

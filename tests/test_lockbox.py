@@ -41,3 +41,32 @@ def test_score_run_logs_and_tabulates(tmp_path):
     np.savez(d / "scores.npz", probs=np.array([0.9]), labels=np.array([1]))
     with pytest.raises(ValueError, match="no file names"):
         score_run(tmp_path / "eval", "old")
+
+
+def test_panel_scores_reproduce_evaluate_as_is_and_take_each_collections_worst(tmp_path):
+    from synthcheck import Detector
+    from synthcheck.analysis.evaluate import evaluate_sets
+    from synthcheck.analysis.lockbox import panel_entries, panel_scores
+    from synthcheck.data.transforms import PANEL
+
+    from conftest import make_image
+
+    rng = np.random.default_rng(0)
+    for label, cols in ((1, ("a", "b")), (0, ("r", "s"))):
+        d = tmp_path / "box" / ("ai" if label else "real")
+        d.mkdir(parents=True)
+        for c in cols:
+            for i in range(4):
+                make_image(label, rng, 64).save(d / f"{c}__{'g' if label else 'real-photo'}__{i}.png")
+    det = Detector.load("default")
+    scores = panel_scores(det, tmp_path / "box", ["as is"] + PANEL, progress=False)
+    names, labels, probs = scores["as is"]
+    (m,) = evaluate_sets(det, [tmp_path / "box"], tmp_path / "ev", progress=False, plots=False)["sets"].values()
+    z = np.load(next((tmp_path / "ev").glob("*/scores.npz")))
+    order = np.argsort(z["names"])
+    assert np.allclose(probs[np.argsort(names)], z["probs"][order], atol=1e-6)
+    entries = panel_entries(scores, "toy", "box")
+    assert [e["condition"] for e in entries] == ["as is"] + PANEL + ["worst of panel"]
+    worst = entries[-1]["collections"]
+    for c in ("a", "b", "r", "s"):
+        assert worst[c]["roc_auc"] == min(e["collections"][c]["roc_auc"] for e in entries[1:-1])

@@ -3,14 +3,13 @@ processing swap, whose AI copies take camera tables only from real photos the fo
 
 from __future__ import annotations
 
-import csv
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image
+from conftest import make_image, write_manifest
 from synthcheck.analysis.loso import yardstick
 from synthcheck.data.transforms import CONDITIONS, PANEL, SWAP, SaveContext, save_jpeg, swap_processing
 from synthcheck.inference.jpeg_history import ijg_tables, parse_header
@@ -92,11 +91,7 @@ def _jpeg_pool(root, seed=0):
             else:
                 img.save(d / name)
             rows.append({"path": f"{d.name}/{name}", "label": "ai" if label else "real", "generator": g})
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root
+    return write_manifest(root, rows)
 
 
 def test_crossval_reports_the_yardstick(tmp_path):

@@ -57,6 +57,59 @@ def score_run(eval_dir: str | Path, model: str, condition: str = "as is") -> dic
             "mean_collection_roc_auc": float(np.mean(aucs)) if aucs else None, "collections": cols}
 
 
+def panel_scores(detector, source: str | Path, conditions: list[str], progress: bool = True) -> dict:
+    """Calibrated P(AI) of every lockbox file under each condition of `data.transforms.CONDITIONS` (label-free
+    ones), the whole image transformed as a user's copy would be, then the model's own preprocessing: the path
+    `synthcheck evaluate` takes ("as is" reproduces it). Files byte-identical to the model's training data are
+    left out, as evaluate leaves them out. -> {condition: (names, labels, probs)}"""
+    from tqdm.auto import tqdm
+
+    from ..data.folders import iter_source
+    from ..data.preprocess import decode_image, fit
+    from ..data.store import digest
+    from ..data.transforms import CONDITIONS
+
+    bad = [c for c in conditions if c not in CONDITIONS or CONDITIONS[c].label_dependent]
+    if bad:
+        raise ValueError(f"{bad[0]!r}: not a label-free condition of data.transforms.CONDITIONS")
+    train = detector.train_digests() or set()
+    names, labels, probs = [], [], {c: [] for c in conditions}
+    for item in tqdm(list(iter_source(source)), desc="lockbox copies", disable=not progress, unit="img"):
+        if digest(item.data)[:8] in train:
+            continue
+        rgb = decode_image(item.data, item.name)
+        names.append(item.name)
+        labels.append(item.label)
+        for c in conditions:
+            probs[c].append(float(detector.probabilities_from_arrays(fit(CONDITIONS[c](rgb), detector.spec)[None])[0]))
+    return {c: (names, np.array(labels), np.array(p)) for c, p in probs.items()}
+
+
+def panel_entries(scores: dict, model: str, source: str) -> list[dict]:
+    """Log entries: one per condition, and the worst of the panel (each collection's lowest ROC-AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    day = _dt.date.today().isoformat()
+    out, worst = [], {}
+    for c, (names, labels, probs) in scores.items():
+        cols = collection_aucs(names, labels, probs)
+        aucs = [v["roc_auc"] for v in cols.values() if v["roc_auc"] is not None]
+        out.append({"date": day, "model": model, "condition": c, "source": source, "n": len(labels),
+                    "pooled_roc_auc": float(roc_auc_score(labels, probs)), "coverage": None,
+                    "confident_accuracy": None, "mean_collection_roc_auc": float(np.mean(aucs)), "collections": cols})
+        if c != "as is":
+            for k, v in cols.items():
+                if k not in worst or v["roc_auc"] < worst[k]["roc_auc"]:
+                    worst[k] = {**v, "condition": c}
+    if worst:
+        panel = [e for e in out if e["condition"] != "as is"]
+        out.append({"date": day, "model": model, "condition": "worst of panel", "source": source, "n": panel[0]["n"],
+                    "pooled_roc_auc": min(e["pooled_roc_auc"] for e in panel), "coverage": None,
+                    "confident_accuracy": None, "collections": worst,
+                    "mean_collection_roc_auc": float(np.mean([v["roc_auc"] for v in worst.values()]))})
+    return out
+
+
 def log_score(entry: dict, log: str | Path) -> None:
     """Append one lockbox score to the committed log (one JSON object per line)."""
     log = Path(log)
