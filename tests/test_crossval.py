@@ -287,6 +287,9 @@ def test_crossval_end_to_end_scores_every_group_with_a_model_that_never_saw_it(t
     assert len(cached["logits"]) == len(cached["index"]) and len(str(cached["made_with"])) == 40  # tied to the fold's scores
     assert halved["pooled"]["roc_auc"] == rep["pooled"]["roc_auc"] and set(halved["conditions"]) == {"half size (social)"}
     assert halved["conditions"]["half size (social)"]["max_group_confidently_wrong"] <= 0.10
+    # the reading table is fitted on the band's copies too (what a score means holds whatever the save)
+    assert sum(halved["unseen_reading"]["n"]) == 2 * rep["pooled"]["n"]
+    assert halved["unseen_reading"]["copies"] == ["as is", "half size (social)"]
     cfg.band_conditions = ["blurred"]
     with pytest.raises(ValueError, match="unknown condition"):
         run_crossval(cfg, tmp_path / "cv", progress=False)

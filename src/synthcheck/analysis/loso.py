@@ -161,7 +161,8 @@ def loso_report(logits, labels, groups, families, categories, max_wrong_group: f
     return {"groups": rows, **({"limit_groups": limit_rows} if limit_rows else {}), "pooled": pooled,
             "operating_point": final, "conditions": by_condition,
             "operating_point_in_sample": in_sample,
-            "unseen_reading": unseen_reading(logits, labels),
+            # fitted on the band's copies too, so a range's share holds whatever the save (issue 37)
+            "unseen_reading": {**unseen_reading(fit_logits, fit_labels), "copies": ["as is"] + list(conditions)},
             "limits": {"max_wrong_group": max_wrong_group, "max_wrong_pooled": max_wrong_pooled},
             "by_category": _by_category(probs_final, labels, groups, categories, final["threshold"])}
 
