@@ -232,3 +232,26 @@ def test_committed_recipes_parse_and_agree_with_the_pool():
     merge = read_toml(pool)["data"]["merge"] if pool.is_file() else None
     sources = load_recipes(recipes, refused, merge)
     assert {s.split for s in sources} == {"train", "lockbox"}
+
+
+def test_cli_builds_and_refuses_with_a_clear_message(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from synthcheck.cli import app
+
+    r = CliRunner().invoke(app, ["build-data", str(world["recipes"] / "cam.toml"), "--out", str(tmp_path / "c"),
+                                 "--mirrors", str(world["mirrors"]), "--no-clone", "--against", str(world["pack"]),
+                                 "--held-out", str(tmp_path / "none.txt"), "-q"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "cam-photos" in r.output and "2 duplicate(s) dropped" in " ".join(r.output.split())  # a_copy, small_a
+    held = tmp_path / "held.txt"
+    held.write_text("cam/PHOTOS\n")
+    r = CliRunner().invoke(app, ["build-data", str(world["recipes"]), "--out", str(tmp_path / "d"), "--no-clone",
+                                 "--held-out", str(held)])
+    assert r.exit_code == 2 and "refused, nothing was read" in " ".join(r.output.split()) and "Traceback" not in r.output
+    # nothing reachable: one line per cause, and a failing exit
+    r = CliRunner().invoke(app, ["build-data", str(world["recipes"] / "cam.toml"), "--out", str(tmp_path / "e"),
+                                 "--no-clone", "--held-out", str(tmp_path / "none.txt")], env={"COLUMNS": "200"})
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 1 and "nothing was built" in flat and flat.count("skipped 5 files of Cam/photos") == 1
+    assert "no --mirrors given" in flat

@@ -59,8 +59,8 @@ class GitRepo:
                     shutil.rmtree(self.git_dir, ignore_errors=True)
                     self.git_dir, self.problem = None, f"cannot clone {url}: {r.stderr.strip()[-200:]}"
         elif self.git_dir is None:
-            self.problem = (f"no snapshot of {repository} under {mirrors} (expected {owner_name}/repo) and cloning "
-                            "is off")
+            where = f"under {mirrors} (expected {owner_name}/repo)" if mirrors else "(no --mirrors given)"
+            self.problem = f"no snapshot of {repository} {where} and cloning is off"
 
     def _git(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "--git-dir", str(self.git_dir), *args], capture_output=True)

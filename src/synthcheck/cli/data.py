@@ -149,9 +149,14 @@ def build_data(
         t.add_row(c["split"], c["collection"], c["label"], c["family"], str(c.get("kept", 0)),
                   str(c.get("looks photo", 0)), str(drop), str(c.get("skipped", 0)))
     console.print(t)
+    by_reason: dict = {}
     for s in rep["skipped"]:
-        err.print(f"[yellow]skipped[/] {s['repository']}:{s['path']}: {s['reason']}", soft_wrap=True,
-                  highlight=False)
+        by_reason.setdefault((s["repository"], s["reason"]), []).append(s["path"])
+    for (repo, reason), paths in by_reason.items():  # every file is named in the report; here one line per cause
+        what = f"{repo}:{paths[0]}" if len(paths) == 1 else f"{len(paths)} files of {repo} (all named in the report)"
+        err.print(f"[yellow]skipped[/] {what}: {reason}", soft_wrap=True, highlight=False)
     console.print(f"train {rep['totals'].get('train', {})}, lockbox {rep['totals'].get('lockbox', {})}; "
                   f"{len(rep['dropped'])} duplicate(s) dropped, {len(rep['skipped'])} file(s) skipped; "
                   f"report: {out / 'build_report.md'}")
+    if not any(rep["totals"].get(sp) for sp in ("train", "lockbox")):
+        _fail("nothing was built: every file was skipped (see above)", 1)
