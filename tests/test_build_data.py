@@ -156,11 +156,6 @@ def test_build_from_snapshots(world, tmp_path):
         got = np.asarray(Image.open(out / "lockbox" / r["path_in_tar"]))
         assert np.array_equal(got, sheet[box[1]:box[1] + box[3], box[0]:box[0] + box[2]])
     assert lock["img/sheet.png|220x0x200x300"]["looks"] == "illustration"
-    if shutil.which("jpegtran"):
-        r = lock["img/grey.jpg|64x32x256x256"]
-        assert "jpegtran" in r["processing"]
-        whole = np.asarray(Image.open(io.BytesIO(world["gallery"]["img/grey.jpg"])))
-        assert np.array_equal(np.asarray(Image.open(out / "lockbox" / r["path_in_tar"])), whole[32:288, 64:320])
     reasons = {(s["path"], tuple(s["crop"] or ())): s["reason"] for s in rep["skipped"]}
     assert "MCU" in reasons[("img/colour.jpg", (8, 8, 256, 256))]
     assert "cannot be cropped losslessly" in reasons[("img/anim.webp", (0, 0, 64, 64))]
@@ -180,6 +175,29 @@ def test_build_from_snapshots(world, tmp_path):
     assert set(groups.values()) == {"real:cam-photos"}
     assert {i.group for i in iter_source(out / "lockbox")} == {"ai:gen-x"}
     assert (out / "build_report.md").read_text().count("| lockbox | gal-x |") == 1
+
+
+def test_a_recipe_change_rebuilds_and_leaves_no_stale_file(world, tmp_path):
+    """Moving a collection to the lockbox on a resumed build moves its files: none stays where the training
+    folder's reader would still find it."""
+    out = tmp_path / "corpus"
+    build_corpus([world["recipes"] / "cam.toml"], out, world["mirrors"], clone=False, workers=1, progress=False)
+    assert any((out / "train" / "real").iterdir())
+    moved = tmp_path / "moved.toml"
+    moved.write_text((world["recipes"] / "cam.toml").read_text().replace('split = "train"', 'split = "lockbox"'))
+    rep = build_corpus([moved], out, world["mirrors"], clone=False, workers=1, progress=False)
+    assert rep["totals"]["lockbox"] == {"real": 3} and not any((out / "train" / "real").iterdir())
+
+
+@pytest.mark.skipif(shutil.which("jpegtran") is None, reason="jpegtran not installed (Debian: libjpeg-turbo-progs; "
+                                                              ".ci/run installs it)")
+def test_a_jpeg_frame_is_cut_losslessly_by_jpegtran(world, tmp_path):
+    out = tmp_path / "corpus"
+    build_corpus([world["recipes"] / "gal.toml"], out, world["mirrors"], clone=False, workers=1, progress=False)
+    r = next(r for r in _manifest(out / "lockbox" / "manifest.csv") if r["original_path"] == "img/grey.jpg")
+    assert "jpegtran" in r["processing"] and r["crop"] == "64x32x256x256"
+    whole = np.asarray(Image.open(io.BytesIO(world["gallery"]["img/grey.jpg"])))
+    assert np.array_equal(np.asarray(Image.open(out / "lockbox" / r["path_in_tar"])), whole[32:288, 64:320])
 
 
 def test_resume_reads_nothing_again(world, tmp_path):
@@ -239,6 +257,7 @@ def test_cli_builds_and_refuses_with_a_clear_message(world, tmp_path):
 
     from synthcheck.cli import app
 
+    (tmp_path / "none.txt").write_text("# no repository refused here\n")
     r = CliRunner().invoke(app, ["build-data", str(world["recipes"] / "cam.toml"), "--out", str(tmp_path / "c"),
                                  "--mirrors", str(world["mirrors"]), "--no-clone", "--against", str(world["pack"]),
                                  "--held-out", str(tmp_path / "none.txt"), "-q"], env={"COLUMNS": "200"})
@@ -255,3 +274,7 @@ def test_cli_builds_and_refuses_with_a_clear_message(world, tmp_path):
     flat = " ".join(r.output.split())
     assert r.exit_code == 1 and "nothing was built" in flat and flat.count("skipped 5 files of Cam/photos") == 1
     assert "no --mirrors given" in flat
+    # a list of refusals that cannot be read stops the build before it starts
+    r = CliRunner().invoke(app, ["build-data", str(world["recipes"]), "--out", str(tmp_path / "f"), "--no-clone",
+                                 "--held-out", str(tmp_path / "missing.txt")])
+    assert r.exit_code == 2 and "list of refused repositories not found" in " ".join(r.output.split())

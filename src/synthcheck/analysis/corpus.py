@@ -36,6 +36,8 @@ PACK_COLUMNS = ["path_in_tar", "label", "source_repo", "commit", "original_path"
 COLUMNS = PACK_COLUMNS + ["collection", "family", "split", "sha256", "source_sha256", "crop", "exif_make",
                           "exif_model", "jpeg_quality", "jpeg_ijg_exact", "subsampling"]
 MISSING_BLOB = "missing from the snapshot (snapshots drop files of 4 MiB and more)"
+CLONE_TIMEOUT = 900  # seconds for one clone or fetch
+_NO_PROMPT = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # a missing repository must fail, not ask for a login
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp",
         "MPO": ".jpg", "AVIF": ".avif"}
 
@@ -53,8 +55,11 @@ class GitRepo:
             self.git_dir, self.cloned = cache / owner_name, True
             if not (self.git_dir / "objects").is_dir():
                 url = f"{git_base.rstrip('/')}/{repository}"
-                r = subprocess.run(["git", "clone", "--quiet", "--bare", url, str(self.git_dir)], capture_output=True,
-                                   text=True)
+                try:
+                    r = subprocess.run(["git", "clone", "--quiet", "--bare", "--filter=blob:none", url, str(self.git_dir)],
+                                       capture_output=True, text=True, env=_NO_PROMPT, timeout=CLONE_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    r = subprocess.CompletedProcess([], 1, "", f"no answer in {CLONE_TIMEOUT} s")
                 if r.returncode:
                     shutil.rmtree(self.git_dir, ignore_errors=True)
                     self.git_dir, self.problem = None, f"cannot clone {url}: {r.stderr.strip()[-200:]}"
@@ -69,7 +74,11 @@ class GitRepo:
         if self._git("cat-file", "-e", f"{commit}^{{commit}}").returncode == 0:
             return True
         if self.cloned:  # a clone of the default branch may lack the pinned commit
-            self._git("fetch", "--quiet", "origin", commit)
+            try:
+                subprocess.run(["git", "--git-dir", str(self.git_dir), "fetch", "--quiet", "origin", commit],
+                               capture_output=True, env=_NO_PROMPT, timeout=CLONE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return False
         return self._git("cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
 
     def blob(self, commit: str, path: str) -> bytes | None:
@@ -80,11 +89,11 @@ class GitRepo:
         self.proc.stdin.write(f"{commit}:{path}\n".encode())
         self.proc.stdin.flush()
         header = self.proc.stdout.readline().decode().split()
-        if len(header) != 3 or header[1] != "blob":
+        if len(header) != 3:  # "<name> missing" (or git gone): nothing follows
             return None
         data = self.proc.stdout.read(int(header[2]))
         self.proc.stdout.read(1)  # the newline after the object
-        return data
+        return data if header[1] == "blob" else None  # a tree or tag was read whole, so the stream stays in step
 
     def close(self) -> None:
         if self.proc is not None:
@@ -180,6 +189,10 @@ def build_corpus(recipes: list[str | Path], out: str | Path, mirrors: str | Path
     files already built (OUT/.build/state.jsonl) are not read again."""
     from tqdm.auto import tqdm
 
+    missing = [str(p) for p in refused_lists if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"list of refused repositories not found: {', '.join(missing)} (a build that cannot "
+                                "read its refusals does not start)")
     refused = set().union(*[read_list(p) for p in refused_lists]) if refused_lists else set()
     sources = load_recipes(recipes, refused, merge)
     out = Path(out)
@@ -187,6 +200,8 @@ def build_corpus(recipes: list[str | Path], out: str | Path, mirrors: str | Path
     state_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(state_dir / "state.jsonl")
     crops = pack_crops(list(against), progress=progress) if against else []
+    packs_key = hashlib.sha1("|".join(f"{Path(p).resolve()}:{Path(p).stat().st_size}"
+                                      for p in against).encode()).hexdigest()[:12]
     skipped: list[dict] = []
     rows: list[dict] = []
     # lockbox first: a picture in both splits stays in the lockbox
@@ -203,7 +218,9 @@ def build_corpus(recipes: list[str | Path], out: str | Path, mirrors: str | Path
             problem = repo.problem or ("" if repo.has_commit(s.commit) else f"commit {s.commit} is not in the snapshot")
             todo = []
             for f in s.files:
-                key = f"{s.split}|{s.collection}|{s.repository}@{s.commit}:{f.path}|{f.crop}"
+                # everything the row depends on: a changed recipe field or another set of packs rebuilds it
+                key = "|".join(map(str, (s.split, s.collection, s.label, s.generator, s.family, f.looks,
+                                         s.repository, s.commit, f.path, f.sha256, f.crop, packs_key)))
                 if key in state and (out / state[key]["split"] / state[key]["path_in_tar"]).is_file():
                     rows.append(state[key])
                     bar.update(1)
@@ -239,11 +256,17 @@ def build_corpus(recipes: list[str | Path], out: str | Path, mirrors: str | Path
             repo.close()
     bar.close()
     kept, dropped = _deduplicate(rows)
-    for r in dropped:
-        (out / r["split"] / r["path_in_tar"]).unlink(missing_ok=True)
+    listed = {(r["split"], r["path_in_tar"]) for r in kept}
+    for split in ("train", "lockbox"):  # a file no manifest lists (dropped, or left by an earlier recipe) must
+        for label in ("ai", "real"):      # not stay: folder readers take every file, not only the manifest's rows
+            for path in (out / split / label).glob("*") if (out / split / label).is_dir() else ():
+                if (split, f"{label}/{path.name}") not in listed:
+                    path.unlink()
     for split in ("train", "lockbox"):
         _write_manifest(out / split / "manifest.csv", [r for r in kept if r["split"] == split])
     report = _report(sources, kept, dropped, skipped, out)
+    report["refused_lists"] = [str(p) for p in refused_lists]
+    report["duplicates_checked_against"] = [str(p) for p in against]
     save_json(out / "build_report.json", report)
     (out / "build_report.md").write_text(report_markdown(report), encoding="utf-8")
     return report
