@@ -28,7 +28,8 @@ synthcheck build-data configs/data --out data/corpus --mirrors /work/.mirror --c
 ```
 
 (`--mirrors`: a folder of snapshots, `<owner>+<name>/repo`; without it, or for a repository it lacks, the builder
-clones from GitHub at the pinned commit. Measured: {build_time}.)
+clones from GitHub at the pinned commit. The lists of refused repositories must exist, or the build does not start.
+Measured: {build_time}.)
 
 **What the builder does to a file: nothing.** Files are copied byte for byte as their sources saved them (EXIF kept).
 The only exception is a frame cut out of a sheet: a lossless crop (PNG to PNG; JPEG with `jpegtran` at MCU-aligned
@@ -55,7 +56,12 @@ galleries. A built file could not be compared with the held-out repositories the
 seen: the nano-banana and openai-image collections of one author's side-by-side test (mmd19999), a second GPT Image 2
 collection (eebv), Midjourney v6 samples from Kolors' comparison tables, and two real sources (a Pixel phone and
 Lightroom blog; a Lightroom-edited macro portfolio). It is in no crossval pool; no training, recipe choice,
-calibration or band fit reads it; every score ever taken on it is logged in `reports/lockbox/`.
+calibration or band fit reads it; every score ever taken on it is logged in `reports/lockbox/`. Two cautions:
+its AI collections are small (5, 9, 16 and 17 images), so a per-collection figure moves by chance; and the five
+Midjourney v6 images of Kolors' comparison tables share their prompts and reference images with Kolors and SDXL
+images of the same tables, which are in the training split (the files differ, the subjects do not): its figure is
+the least independent. A later lockbox should take a Midjourney collection that shares nothing with training, before
+any candidate is scored on it.
 """
 
 

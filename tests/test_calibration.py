@@ -60,6 +60,8 @@ def test_unseen_reading_says_how_often_a_score_range_was_ai_with_the_classes_wei
     assert times_in_ten(0.15) == "2 times in 10" and times_in_ten(0.1) == "1 time in 10"
     assert times_in_ten(0.97) == "more than 9 times in 10" and times_in_ten(0.01) == "fewer than 1 time in 10"
     words = reading_words({**row, "images": 800})
-    assert "never saw" in words and "half AI and half real" in words and "of 800" in words
+    assert "never saw" in words and "half AI and half real" in words and "of 800 left-out images scored" in words
+    # a table fitted on re-saved copies too counts copies, and says so
+    assert "left-out images and re-saved copies" in reading_words({**row, "images": 800, "copies": ["as is", "x"]})
     with pytest.raises(ValueError, match="both labels"):
         unseen_reading(z, np.zeros(800, int))

@@ -102,7 +102,8 @@ def test_crossval_reports_the_yardstick(tmp_path):
                                            device="cpu"))
     rep = run_crossval(cfg, tmp_path / "cv", progress=False)
     y = rep["yardstick"]
-    assert set(y["conditions"]) == set(PANEL) | {SWAP} and "conditions" not in rep or not rep["conditions"]
+    assert set(y["conditions"]) == set(PANEL) | {SWAP}
+    assert not rep["conditions"]  # reported, not fitted on
     w = y["worst_of_panel"]
     assert w["roc_auc"] == min(y["conditions"][c]["roc_auc"] for c in PANEL)
     assert w["mean_ai_unit_roc_auc"] <= min(y["conditions"][c]["mean_ai_unit_roc_auc"] for c in PANEL) + 1e-12
@@ -133,6 +134,18 @@ def test_crossval_reports_the_yardstick(tmp_path):
     rob = robustness_report(Detector.load(tmp_path / "cv" / "final" / "model"), other, None, limit=6, eps=(2,),
                             steps=1, progress=False)
     assert set(rob["copies"]) == set(PANEL) | {SWAP} and 0 <= rob["copies"][SWAP]["accuracy"] <= 1
+    # a swap that some fold cannot make fails before any fold trains (no real JPEG with camera tables here)
+    png_pool = _jpeg_pool(tmp_path / "png_pool", seed=2)
+    for f in (png_pool / "real").glob("*.jpg"):
+        Image.open(f).save(f.with_suffix(".png"))
+        f.unlink()
+    with open(png_pool / "manifest.csv") as fh:
+        text = fh.read().replace(".jpg", ".png")
+    (png_pool / "manifest.csv").write_text(text)
+    with pytest.raises(ValueError, match="no real photo it trained on carries camera tables"):
+        run_crossval(CrossvalConfig(sources=[str(png_pool)], folds=2, report_conditions=[SWAP], train=cfg.train),
+                     tmp_path / "cv_png", progress=False)
+    assert not (tmp_path / "cv_png" / "fold_0").exists()
     cfg.report_conditions = ["shouted at"]
     with pytest.raises(ValueError, match="unknown condition"):
         run_crossval(cfg, tmp_path / "cv", progress=False)

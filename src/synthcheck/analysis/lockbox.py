@@ -58,31 +58,15 @@ def score_run(eval_dir: str | Path, model: str, condition: str = "as is") -> dic
 
 
 def panel_scores(detector, source: str | Path, conditions: list[str], progress: bool = True) -> dict:
-    """Calibrated P(AI) of every lockbox file under each condition of `data.transforms.CONDITIONS` (label-free
-    ones), the whole image transformed as a user's copy would be, then the model's own preprocessing: the path
-    `synthcheck evaluate` takes ("as is" reproduces it). Files byte-identical to the model's training data are
-    left out, as evaluate leaves them out. -> {condition: (names, labels, probs)}"""
-    from tqdm.auto import tqdm
-
-    from ..data.folders import iter_source
-    from ..data.preprocess import decode_image, fit
-    from ..data.store import digest
+    """P(AI) of every lockbox file as is and under label-free copies (`analysis.robustness.copy_probabilities`,
+    the evaluate path on whole images). -> {condition: (names, labels, probs)}"""
     from ..data.transforms import CONDITIONS
+    from .robustness import copy_probabilities
 
     bad = [c for c in conditions if c not in CONDITIONS or CONDITIONS[c].label_dependent]
     if bad:
         raise ValueError(f"{bad[0]!r}: not a label-free condition of data.transforms.CONDITIONS")
-    train = detector.train_digests() or set()
-    names, labels, probs = [], [], {c: [] for c in conditions}
-    for item in tqdm(list(iter_source(source)), desc="lockbox copies", disable=not progress, unit="img"):
-        if digest(item.data)[:8] in train:
-            continue
-        rgb = decode_image(item.data, item.name)
-        names.append(item.name)
-        labels.append(item.label)
-        for c in conditions:
-            probs[c].append(float(detector.probabilities_from_arrays(fit(CONDITIONS[c](rgb), detector.spec)[None])[0]))
-    return {c: (names, np.array(labels), np.array(p)) for c, p in probs.items()}
+    return copy_probabilities(detector, source, conditions, progress=progress)
 
 
 def panel_entries(scores: dict, model: str, source: str) -> list[dict]:
@@ -99,7 +83,7 @@ def panel_entries(scores: dict, model: str, source: str) -> list[dict]:
                     "confident_accuracy": None, "mean_collection_roc_auc": float(np.mean(aucs)), "collections": cols})
         if c != "as is":
             for k, v in cols.items():
-                if k not in worst or v["roc_auc"] < worst[k]["roc_auc"]:
+                if v["roc_auc"] is not None and (k not in worst or v["roc_auc"] < worst[k]["roc_auc"]):
                     worst[k] = {**v, "condition": c}
     if worst:
         panel = [e for e in out if e["condition"] != "as is"]

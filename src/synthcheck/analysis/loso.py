@@ -183,6 +183,22 @@ def mean_ai_auc(logits, labels, units) -> float:
     return float(np.mean(aucs))
 
 
+def ai_unit_aucs(z, labels, units) -> dict:
+    """Each AI unit's ROC-AUC against every real image."""
+    from sklearn.metrics import roc_auc_score
+
+    z, labels, units = np.asarray(z, np.float64), np.asarray(labels), np.asarray(units, dtype=str)
+    real = z[labels == 0]
+    return {u: float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones((units == u).sum())], np.r_[real, z[units == u]]))
+            for u in sorted(np.unique(units[labels == 1]))}
+
+
+def worst_per_unit(conditioned: dict, labels, units) -> dict:
+    """Each AI unit's lowest ROC-AUC over the copies given (the worst-of-panel figure, before its mean)."""
+    per = [ai_unit_aucs(z, labels, units) for z in conditioned.values()]
+    return {u: min(p[u] for p in per) for u in per[0]}
+
+
 def yardstick(logits, conditioned: dict, labels, units, temperature: float) -> dict:
     """The figures recipes are chosen on (issue "Learn the generator, not the file"): per condition the pooled
     ROC-AUC and the mean over AI units; the panel's worst, pooled and as the mean over AI units of each unit's
@@ -193,23 +209,16 @@ def yardstick(logits, conditioned: dict, labels, units, temperature: float) -> d
     from ..data.transforms import CONDITIONS, SWAP
 
     labels, units = np.asarray(labels).astype(int), np.asarray(units, dtype=str)
-    ai_units = sorted(np.unique(units[labels == 1]))
-
-    def unit_aucs(z) -> dict:
-        real = z[labels == 0]
-        return {u: float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones((units == u).sum())],
-                                       np.r_[real, z[units == u]])) for u in ai_units}
-
     out, per_unit = {"conditions": {}}, {}
     for c, z in conditioned.items():
         z = np.asarray(z, np.float64)
-        per_unit[c] = unit_aucs(z)
+        per_unit[c] = ai_unit_aucs(z, labels, units)
         out["conditions"][c] = {"roc_auc": float(roc_auc_score(labels, z)),
                                 "mean_ai_unit_roc_auc": float(np.mean(list(per_unit[c].values()))),
                                 "panel": CONDITIONS[c].panel}
     panel = [c for c in conditioned if CONDITIONS[c].panel]
     if panel:
-        worst_unit = {u: min(per_unit[c][u] for c in panel) for u in ai_units}
+        worst_unit = worst_per_unit({c: conditioned[c] for c in panel}, labels, units)
         out["worst_of_panel"] = {"roc_auc": min(out["conditions"][c]["roc_auc"] for c in panel),
                                  "mean_ai_unit_roc_auc": float(np.mean(list(worst_unit.values()))),
                                  "per_ai_unit": worst_unit, "conditions": panel}

@@ -122,34 +122,51 @@ def robustness_report(detector, source, out_dir=None, limit: int | None = 1000, 
     return report
 
 
-def copies_report(detector, source, s, progress: bool = True) -> dict:
-    """Figures on the whole-image copies of `data.transforms.CONDITIONS` (the everyday panel; the processing swap
-    where the model stores its training real photos' camera tables): each image transformed at its decoded size,
-    then through the model's own preprocessing, as crossval's yardstick does."""
+def copy_probabilities(detector, source, conditions: list[str], names: set | None = None, ctx=None,
+                       progress: bool = True) -> dict:
+    """Calibrated P(AI) of a labelled set's files under each of `data.transforms.CONDITIONS`: the whole decoded
+    image transformed as a user's copy would be (with its label, for the swap), then the model's own
+    preprocessing, as `synthcheck evaluate` scores files ("as is" reproduces it). Files byte-identical to the
+    model's training data are left out, as evaluate leaves them out; `names` keeps only those files.
+    -> {condition: (names, labels, probs)}; one image decoded at a time, so a large set costs no memory."""
     from tqdm.auto import tqdm
 
-    from ..data.folders import load_imageset
-    from ..data.preprocess import PreprocessSpec, fit
+    from ..data.folders import iter_source
+    from ..data.preprocess import decode_image, fit
+    from ..data.store import digest
+    from ..data.transforms import CONDITIONS
+
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not in data.transforms.CONDITIONS")
+    train = detector.train_digests() or set()
+    kept, labels, probs = [], [], {c: [] for c in conditions}
+    for i, item in enumerate(tqdm(list(iter_source(source)), desc="copies", disable=not progress, unit="img")):
+        if (names is not None and item.name not in names) or digest(item.data)[:8] in train:
+            continue
+        rgb = decode_image(item.data, item.name)
+        kept.append(item.name)
+        labels.append(item.label)
+        for c in conditions:
+            x = fit(CONDITIONS[c](rgb, item.label, ctx, i), detector.spec)[None]
+            probs[c].append(float(detector.probabilities_from_arrays(x)[0]))
+    return {c: (kept, np.array(labels), np.array(p)) for c, p in probs.items()}
+
+
+def copies_report(detector, source, s, progress: bool = True) -> dict:
+    """Figures on the copies of `data.transforms.CONDITIONS` users share (the everyday panel; the processing swap
+    where the model stores its training real photos' camera tables), whole images as crossval's yardstick."""
     from ..data.transforms import CONDITIONS, SaveContext
 
-    side = max(512, detector.spec.image_size)
-    native = load_imageset(source, PreprocessSpec(side, "native"), progress=False)
-    where = {d.tobytes(): i for i, d in enumerate(native.digests)}
-    idx = np.array([where[d.tobytes()] for d in s.digests])
     tables = tuple((np.array(t["luma"]), None if t["chroma"] is None else np.array(t["chroma"]), t["subsampling"])
                    for t in detector.config.get("camera_tables", []))
     ctx = SaveContext(tables, 0) if tables else None
-    out = {}
-    for name, cond in tqdm(list(CONDITIONS.items()), desc="copies", disable=not progress):
-        if not (cond.panel or cond.label_dependent):
-            continue
+    wanted = [c for c, cond in CONDITIONS.items() if cond.panel or (cond.label_dependent and ctx is not None)]
+    scores = copy_probabilities(detector, source, wanted, set(s.names), ctx, progress)
+    out = {c: _metrics(scores[c][1], scores[c][2], detector.threshold) for c in wanted}
+    for c, cond in CONDITIONS.items():
         if cond.label_dependent and ctx is None:
-            out[name] = {"skipped": "the model stores no camera tables of its training real photos"}
-            continue
-        imgs = np.stack([fit(cond(np.ascontiguousarray(native.images[i][:, :min(h, side), :min(w, side)]
-                                                     .transpose(1, 2, 0)), int(y), ctx, int(i)), detector.spec)
-                         for i, (h, w), y in zip(idx, native.sizes[idx], s.labels)])
-        out[name] = _metrics(s.labels, detector.probabilities_from_arrays(imgs), detector.threshold)
+            out[c] = {"skipped": "the model stores no camera tables of its training real photos"}
     return out
 
 

@@ -112,7 +112,7 @@ def _process(x: torch.Tensor, p: float, rand) -> torch.Tensor:
     from .transforms import save_jpeg, webp
 
     n = x.shape[0]
-    pick, kind, q, q2, sub = rand(n) < p, rand(n), 60 + 38 * rand(n), 60 + 38 * rand(n), rand(n) < 0.5
+    pick, kind, q, q2, sub = rand(n) < p, rand(n), 60 + 39 * rand(n), 60 + 39 * rand(n), rand(n) < 0.5  # q 60-98
     idx = torch.nonzero(pick).flatten().tolist()
     if not idx:
         return x
@@ -121,7 +121,7 @@ def _process(x: torch.Tensor, p: float, rand) -> torch.Tensor:
     for j, i in enumerate(idx):
         im, k = u8[j], float(kind[i])
         if k < 0.25:
-            im = webp(im, int(60 + 35 * (float(q[i]) - 60) / 38))
+            im = webp(im, int(60 + 36 * (float(q[i]) - 60) / 39))  # q 60-95
         else:
             im = save_jpeg(im, int(q[i]), "4:2:0" if bool(sub[i]) else "4:4:4")
             if k > 0.75:  # saved again, as a re-shared file is

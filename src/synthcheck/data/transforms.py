@@ -16,9 +16,8 @@ from .preprocess import fit_to_size
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    return np.asarray(Image.open(buf).convert("RGB"))
+    """Pillow's default JPEG save (4:2:0) at `quality`: the damage grid's and augmentation's re-encode."""
+    return save_jpeg(img, quality, "4:2:0")
 
 
 def rescale(img: np.ndarray, scale: float) -> np.ndarray:
@@ -133,13 +132,18 @@ class Condition:
     panel: bool = False
     label_dependent: bool = False
 
-    def __call__(self, img: np.ndarray, label: int = 0, ctx: SaveContext | None = None, key: int = 0) -> np.ndarray:
+    def __call__(self, img: np.ndarray, label: int | None = None, ctx: SaveContext | None = None,
+                 key: int = 0) -> np.ndarray:
+        if self.label_dependent and label is None:
+            raise ValueError("this copy depends on the label: pass the image's label (0 real, 1 AI)")
         return self.fn(img, label, ctx, key)
 
 
 def _same(fn: Callable, panel: bool = False) -> Condition:
     return Condition(lambda a, label, ctx, key: fn(a), panel=panel)
 
+
+_CROP_256 = _same(centre_crop).fn  # one function under two names, so a run listing both scores it once
 
 # The ways a user's copy of an image differs from the file a model trained on: the one registry. Crossval re-scores
 # every left-out image under the ones its config names (`band_conditions` are also fitted on, so "confident" holds
@@ -149,14 +153,14 @@ def _same(fn: Callable, panel: bool = False) -> Condition:
 CONDITIONS = {
     "as is": _same(lambda a: a),
     "all re-encoded JPEG 90": _same(lambda a: jpeg(a, 90)),
-    "all cut to 256 x 256": _same(centre_crop),
+    "all cut to 256 x 256": Condition(_CROP_256),  # the panel's "256-px crop" under its older name (scored once)
     "JPEG 75 (social)": _same(lambda a: jpeg(a, 75)),
     "half size (social)": _same(half_size),
     "JPEG 75 4:2:0": _same(lambda a: save_jpeg(a, 75), panel=True),
     "JPEG 92 4:2:0": _same(lambda a: save_jpeg(a, 92), panel=True),
     "half size then JPEG 85": _same(lambda a: save_jpeg(half_size(a), 85), panel=True),
     "WebP 80": _same(lambda a: webp(a, 80), panel=True),
-    "256-px crop": _same(centre_crop, panel=True),
+    "256-px crop": Condition(_CROP_256, panel=True),
     "processing swapped": Condition(swap_processing, label_dependent=True),
 }
 PANEL = [name for name, c in CONDITIONS.items() if c.panel]

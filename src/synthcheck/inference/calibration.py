@@ -193,4 +193,4 @@ def read_score(reading: dict, centred_logit: float) -> dict:
     lo = edges[i - 1] if i > 0 else None
     hi = edges[i] if i < len(edges) else None
     return {"ai_share": reading["ai_share"][i], "n": reading["n"][i], "range_logit": [lo, hi],
-            "images": reading["images"]}
+            "images": reading["images"], "copies": reading.get("copies", ["as is"])}

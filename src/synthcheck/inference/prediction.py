@@ -75,9 +75,10 @@ def times_in_ten(share: float) -> str:
 def reading_words(reading: dict) -> str:
     """A `Prediction.reading` as a sentence a person reads correctly: a share among many images, not a promise
     about this one."""
+    what = "left-out images" if len(reading.get("copies", ["as is"])) < 2 else "left-out images and re-saved copies"
     return (f"Among images from sources it never saw, mixed half AI and half real, those scored in this range "
             f"were AI-generated {times_in_ten(reading['ai_share'])} ({reading['n']} of {reading['images']:,} "
-            f"left-out images scored in this range).")
+            f"{what} scored in this range).")
 
 
 def score_reading(table: dict | None, p: float, temperature: float) -> dict | None:

@@ -1,6 +1,7 @@
 """Left-out images re-scored as the copies users meet (`data.transforms.CONDITIONS`): the everyday panel applied to
-both classes alike, and the processing swap, whose AI copies are saved with camera tables of the real photos the
-fold's model trained on (never of a left-out source). Scores are cached beside each fold's own.
+both classes alike, and the processing swap. The swap's camera tables come per fold from the real photos that fold's
+model trained on: a model that learnt the save is caught only if no left-out source lends its own save to the copies
+it is judged on. Scores are cached beside each fold's own, tied to them and to the tables used.
 """
 
 from __future__ import annotations
@@ -79,15 +80,22 @@ def condition_scores(fdir: Path, images: ImageSet, scores, conditions: list[str]
     from ..inference.scoring import score_logits
     from ..models.checkpoint import load_model
 
-    out, model, idx = {}, None, scores["index"]
+    out, model, idx, same_fn = {}, None, scores["index"], {}
     made_with = hashlib.sha1(np.ascontiguousarray(scores["logits"]).tobytes()).hexdigest()
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f"band_conditions: unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
-        path = fdir / f"scores_{c.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
+        if id(CONDITIONS[c].fn) in same_fn:  # one copy under two names: scored once
+            out[c] = out[same_fn[id(CONDITIONS[c].fn)]]
+            continue
+        same_fn[id(CONDITIONS[c].fn)] = c
+        tag = made_with
+        if CONDITIONS[c].label_dependent and ctx is not None:
+            tag = hashlib.sha1(made_with.encode() + b"".join(t[0].tobytes() for t in ctx.camera_tables)).hexdigest()
+        path = fdir / f"scores_{c.replace(' ', '_').replace('(', '').replace(')', '').replace(':', '-')}.npz"
         if path.exists():
             cached = np.load(path)
-            if np.array_equal(cached["index"], idx) and str(cached.get("made_with", "")) in (made_with, ""):
+            if np.array_equal(cached["index"], idx) and str(cached.get("made_with", "")) in (tag, ""):
                 out[c] = cached["logits"]
                 continue
         if model is None:
@@ -95,5 +103,5 @@ def condition_scores(fdir: Path, images: ImageSet, scores, conditions: list[str]
         log.info("%s: left-out images re-scored as %r", fdir.name, c)
         out[c] = np.concatenate([score_logits(model, condition_tiles(images, part, c, spec, ctx), batch_size=256)
                                  for part in np.array_split(idx, max(1, len(idx) // 256))])
-        np.savez(path, index=idx, logits=out[c], made_with=made_with)
+        np.savez(path, index=idx, logits=out[c], made_with=tag)
     return out

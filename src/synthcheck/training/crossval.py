@@ -199,6 +199,7 @@ def run_crossval(cfg: CrossvalConfig, out: str | Path, resume: bool = True, prog
     save_json(out / "config.json", cfg.to_dict())
     pool = load_pool(cfg, progress)
     fold_of = assign_folds(pool.families, cfg.folds, cfg.seed)
+    check_swap_tables(cfg, pool, fold_of)
     spec = model_spec(cfg.train)
     tiles = as_tiles(pool.pool, spec)
     folds = range(cfg.folds) if only_folds is None else only_folds
@@ -273,6 +274,16 @@ def left_out_scores(cfg: CrossvalConfig, pool: Pool, out: Path, spec, fold_of: d
         for c, zc in condition_scores(out / f"fold_{k}", pool.pool, z, names, spec, ctx).items():
             conditioned[c][z["index"]] = own_calibration(zc, *centre)
     return logits, raw, conditioned
+
+
+def check_swap_tables(cfg: CrossvalConfig, pool: Pool, fold_of: dict) -> None:
+    """Fail before any fold trains when a label-dependent copy is asked for and some fold has no camera tables."""
+    from ..data.transforms import CONDITIONS
+
+    if any(CONDITIONS[c].label_dependent for c in cfg.band_conditions + cfg.report_conditions):
+        tables = pool_camera_tables(cfg, pool)
+        for k in range(cfg.folds):
+            fold_save_context(pool, tables, fold_of, k, cfg.seed)
 
 
 def limit_units(cfg: CrossvalConfig, pool: Pool) -> list[str] | None:

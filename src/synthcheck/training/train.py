@@ -158,6 +158,9 @@ def train(data: list[str | Path], out: str | Path, cfg: TrainConfig, test: list[
     Under torchrun each process trains on a disjoint shard of every epoch with gradients all-reduced
     (DistributedDataParallel); only rank 0 writes anything, and only rank 0 returns the model config.
     """
+    if cfg.augment.pack_save_real and not cfg.crop:
+        raise ValueError("augment.pack_save_real saves a real photo's stored image before a random crop: it needs "
+                         "`crop` (a native store), which this recipe does not use")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
