@@ -47,17 +47,19 @@ at another size): {dropped}.
 
 **Refused.** Every repository in `../shared/data/held-out-repos.txt` and in `configs/data/refused.txt` (copies of
 held-out repositories found while scouting: a renamed snapshot of one, three copies of another, a list synced from
-it, one that could not be checked). `ruifengzhaomail/Awesome-Nano-Banana-Guides-and-Images` is not used: its images
+it, one that could not be checked, one that imports its samples). `ruifengzhaomail/Awesome-Nano-Banana-Guides-and-Images` is not used: its images
 are a workflow copy of PicoTrex's, which photo-train already holds; `ZizheRuan/awesome-nano-banana-pro-prompts-and-examples`,
 `lperng/Awesome-Nano-Banana-images`, `mickorix/awesome-nanobanana-images` and `z23cc/gpt4o-image-prompt` re-host other
 galleries. A built file could not be compared with the held-out repositories themselves (they are never fetched).
 
 **The lockbox** (`data/corpus/lockbox`) was marked in the recipes (`split = "lockbox"`) before any score on it was
-seen: the nano-banana and openai-image collections of one author's side-by-side test (mmd19999), a second GPT Image 2
-collection (eebv), Midjourney v6 samples from Kolors' comparison tables, and two real sources (a Pixel phone and
-Lightroom blog; a Lightroom-edited macro portfolio). It is in no crossval pool; no training, recipe choice,
-calibration or band fit reads it; every score ever taken on it is logged in `reports/lockbox/`. Two cautions:
-its AI collections are small (5, 9, 16 and 17 images), so a per-collection figure moves by chance; and the five
+seen: the nano-banana and openai-image collections of one author's side-by-side test (mmd19999), Midjourney v6
+samples from Kolors' comparison tables, and two real sources (a Pixel phone and Lightroom blog; a Lightroom-edited
+macro portfolio). A second GPT Image 2 collection (eebv, 9 images) was taken out of it after review: it carries a
+script that imports samples of a held-out gallery, so it is now refused (its earlier scores stay in the log, marked).
+It is in no crossval pool; no training, recipe choice, calibration or band fit reads it; every score ever taken on it
+is logged in `reports/lockbox/`. Two cautions:
+its AI collections are small (5, 16 and 17 images), so a per-collection figure moves by chance; and the five
 Midjourney v6 images of Kolors' comparison tables share their prompts and reference images with Kolors and SDXL
 images of the same tables, which are in the training split (the files differ, the subjects do not): its figure is
 the least independent. A later lockbox should take a Midjourney collection that shares nothing with training, before

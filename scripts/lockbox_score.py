@@ -45,7 +45,9 @@ def main() -> int:
     a.log.with_name("lockbox.md").write_text(
         "# Lockbox scores\n\nEvery score ever taken on the lockbox (`data/corpus/lockbox`, built by `synthcheck "
         "build-data`), in the order taken. A collection's ROC-AUC: an AI collection against all the lockbox's real "
-        "photos, a real source against all its AI images. Written by scripts/lockbox_score.py from log.jsonl.\n\n"
+        "photos, a real source against all its AI images. Written by scripts/lockbox_score.py from log.jsonl. The rows "
+        "with n = 131 include eebv-gpt2, taken out of the lockbox on 2026-12-07 after review (it imports samples of a "
+        "held-out gallery; see docs/data-card.md); later rows score the lockbox without it.\n\n"
         + log_markdown(a.log), encoding="utf-8")
     for entry in entries:
         print(f"{entry['model']}, {entry['condition']}: pooled {entry['pooled_roc_auc']:.3f}, mean over collections "
