@@ -65,3 +65,20 @@ def test_unseen_reading_says_how_often_a_score_range_was_ai_with_the_classes_wei
     assert "left-out images and re-saved copies" in reading_words({**row, "images": 800, "copies": ["as is", "x"]})
     with pytest.raises(ValueError, match="both labels"):
         unseen_reading(z, np.zeros(800, int))
+
+
+def test_a_reading_table_is_checked_on_other_images_range_by_range():
+    from synthcheck.inference.calibration import measured_reading, unseen_reading
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(400, int), np.ones(400, int)]
+    table = unseen_reading(np.r_[rng.normal(-1, 1, 400), rng.normal(1, 1, 400)], y, bins=4)
+    same = measured_reading(table, np.r_[rng.normal(-1, 1, 400), rng.normal(1, 1, 400)], y)
+    assert len(same) == 4 and same[0]["range_logit"][0] is None and same[-1]["range_logit"][1] is None
+    assert sum(r["n_ai"] + r["n_real"] for r in same) == 800
+    assert all(abs(r["measured"] - r["claimed"]) < 0.15 for r in same)  # drawn alike: the claims hold
+    # a model that now scores AI images lower: the low ranges hold more AI than they claim
+    drifted = measured_reading(table, np.r_[rng.normal(-1, 1, 400), rng.normal(-0.5, 1, 400)], y)
+    assert drifted[0]["measured"] > drifted[0]["claimed"] + 0.1
+    with pytest.raises(ValueError, match="both labels"):
+        measured_reading(table, np.zeros(3), np.zeros(3, int))

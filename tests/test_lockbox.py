@@ -70,3 +70,30 @@ def test_panel_scores_reproduce_evaluate_as_is_and_take_each_collections_worst(t
     worst = entries[-1]["collections"]
     for c in ("a", "b", "r", "s"):
         assert worst[c]["roc_auc"] == min(e["collections"][c]["roc_auc"] for e in entries[1:-1])
+    # the re-save checks per collection: paired on the same files, judged from min_n images up
+    from synthcheck.analysis.lockbox import panel_resave
+    from synthcheck.data.groups import generator_of
+
+    r = panel_resave(scores, min_n=4)
+    assert set(r["units"]) == {"a", "b", "r", "s"} and set(r["checks"]) >= {"real_shift", "ai_shift"}
+    _, _, q92 = scores["JPEG 92 4:2:0"]
+    is_a = np.array([generator_of(n) == "a" for n in names])
+    assert r["units"]["a"]["JPEG 92 4:2:0"]["median_shift"] == pytest.approx(np.median(q92[is_a] - probs[is_a]))
+    assert panel_resave(scores, min_n=5)["too_small"] == ["a", "b", "r", "s"]
+
+
+def test_the_reading_table_is_checked_on_the_files_and_on_the_panels_copies():
+    from synthcheck.analysis.lockbox import panel_reading, reading_lines
+
+    names = np.array([f"c__g__{i}.png" for i in range(6)])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = {"as is": (names, labels, np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.9])),
+              "JPEG 75 4:2:0": (names, labels, np.array([0.1, 0.1, 0.2, 0.2, 0.3, 0.9]))}
+    table = {"edges": [0.0], "ai_share": [0.2, 0.8]}  # below P(AI) 0.5: AI 2 times in 10, above: 8 in 10
+    r = panel_reading(scores, table, temperature=1.0)
+    assert [x["n_ai"] for x in r["as is"]] == [1, 2] and [x["n_real"] for x in r["as is"]] == [2, 1]
+    assert r["as is"][0]["measured"] == pytest.approx(1 / 3)
+    assert r["panel copies"][0]["n_ai"] == 2 and r["panel copies"][1]["measured"] == 1.0
+    md = "\n".join(reading_lines(r, 1.0))
+    assert "| 0.000–0.500 | 0.20 | 0.33 (1 / 2) | 0.40 (2 / 3) |" in md
+    assert panel_reading(scores, None, 1.0) is None and "no reading table" in "\n".join(reading_lines(None, 1.0))

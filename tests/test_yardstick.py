@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import make_image, write_manifest
 from synthcheck.analysis.loso import yardstick
+from synthcheck.analysis.resave import resave_checks, resave_lines
 from synthcheck.data.transforms import CONDITIONS, PANEL, SWAP, SaveContext, save_jpeg, swap_processing
 from synthcheck.inference.jpeg_history import ijg_tables, parse_header
 from synthcheck.training.config import TrainConfig
@@ -74,6 +75,29 @@ def test_yardstick_takes_each_units_worst_and_the_swap_shift():
     assert y["swap_shift"]["real:a"]["median_shift"] > 0.2 and y["swap_shift"]["ai:x"]["median_shift"] < -0.1
 
 
+def test_resave_checks_judge_each_set_against_the_issues_limits():
+    labels = np.array([0] * 20 + [0] * 20 + [1] * 25 + [1] * 5)
+    units = np.array(["real:a"] * 20 + ["real:b"] * 20 + ["ai:x"] * 25 + ["ai:tiny"] * 5)
+    p0 = np.r_[np.linspace(0.05, 0.3, 20), np.linspace(0.1, 0.4, 20), np.linspace(0.6, 0.95, 25), [0.9] * 5]
+    q92 = p0.copy()
+    q92[20:40] += 0.1                      # real:b moves toward AI when re-saved: fails the real limit (0.03)
+    q92[40:65] -= 0.04                     # ai:x moves within its limit (0.05)
+    q75 = p0.copy()
+    q75[40:65] = np.linspace(0.0, 0.5, 25)  # ai:x's ranking falls apart at q75
+    r = resave_checks(p0, {"JPEG 92 4:2:0": q92, "JPEG 75 4:2:0": q75}, labels, units)
+    assert r["too_small"] == ["ai:tiny"] and set(r["units"]) == {"real:a", "real:b", "ai:x"}
+    assert r["units"]["real:b"]["JPEG 92 4:2:0"]["median_shift"] == pytest.approx(0.1)
+    c = r["checks"]
+    assert not c["real_shift"]["passed"] and c["real_shift"]["worst_unit"] == "real:b"
+    assert c["ai_shift"]["passed"] and c["ai_shift"]["worst"] == pytest.approx(-0.04)
+    assert not c["auc_change JPEG 75 4:2:0"]["passed"] and c["auc_change JPEG 75 4:2:0"]["worst_unit"] == "ai:x"
+    assert r["units"]["ai:x"]["JPEG 75 4:2:0"]["auc_change"] < -0.3
+    assert r["units"]["real:a"]["JPEG 92 4:2:0"]["auc_change"] == 0  # the shifts above cross no pair of images
+    assert "**no**" in "\n".join(resave_lines(r))
+    with pytest.raises(ValueError, match="both labels"):
+        resave_checks(p0, {}, labels, np.array(["u"] * len(labels)))
+
+
 def _jpeg_pool(root, seed=0):
     """Real photos as JPEGs with two sources' own (non-IJG) tables, AI images as PNGs."""
     rng = np.random.default_rng(seed)
@@ -109,6 +133,8 @@ def test_crossval_reports_the_yardstick(tmp_path):
     assert w["mean_ai_unit_roc_auc"] <= min(y["conditions"][c]["mean_ai_unit_roc_auc"] for c in PANEL) + 1e-12
     assert set(y["swap_shift"]) == {"ai:gan", "ai:sd", "real:cam", "real:phone"}
     assert "Yardstick" in (tmp_path / "cv" / "crossval.md").read_text()
+    assert "Re-saved the same way" in (tmp_path / "cv" / "crossval.md").read_text()
+    assert set(y["resave"]["units"]) == {"ai:gan", "ai:sd", "real:cam", "real:phone"}  # every unit has n >= 20
     # the paired bootstrap reads the panel's scores: a run against itself differs by exactly nothing
     import json
     import sys

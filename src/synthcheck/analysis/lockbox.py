@@ -94,6 +94,61 @@ def panel_entries(scores: dict, model: str, source: str) -> list[dict]:
     return out
 
 
+def panel_resave(scores: dict, min_n: int = 5) -> dict:
+    """The re-save checks (`analysis.resave`) per lockbox collection, from `panel_scores`' as-is and JPEG copies.
+    The lockbox's collections are small, so every one of `min_n` images and more is judged, its n beside it."""
+    from .resave import resave_checks
+
+    names, labels, p0 = scores["as is"]
+    copies = {}
+    for c, (n, _, p) in scores.items():
+        if c != "as is":
+            if list(n) != list(names):
+                raise ValueError(f"{c}: copies scored in another order than the files as they are")
+            copies[c] = p
+    cols = np.array([generator_of(n) or "?" for n in names], dtype=str)
+    return resave_checks(p0, copies, labels, cols, min_n=min_n)
+
+
+def panel_reading(scores: dict, reading: dict | None, temperature: float) -> dict | None:
+    """The model's reading table (`unseen_reading`) checked on the lockbox: each range's claimed share of AI beside
+    the share measured on the files as they are, and on the panel's copies pooled (the table is fitted on copies
+    too, so its claim should hold whatever the save)."""
+    from ..inference.calibration import measured_reading
+
+    if not reading:
+        return None
+    centred = lambda p: temperature * np.log(np.clip(p, 1e-12, 1 - 1e-12) / (1 - np.clip(p, 1e-12, 1 - 1e-12)))
+    _, labels, p0 = scores["as is"]
+    copies = [c for c in scores if c != "as is"]
+    out = {"as is": measured_reading(reading, centred(np.asarray(p0, np.float64)), labels)}
+    if copies:
+        out["panel copies"] = measured_reading(
+            reading, centred(np.concatenate([np.asarray(scores[c][2], np.float64) for c in copies])),
+            np.concatenate([scores[c][1] for c in copies]))
+    return out
+
+
+def reading_lines(checked: dict | None, temperature: float) -> list[str]:
+    """Markdown: per range (in P(AI)), the claim and what each check measured (n AI / n real under it)."""
+    if not checked:
+        return ["", "The model has no reading table (only crossval-trained models carry one)."]
+    p = lambda z, edge: edge if z is None else 1 / (1 + np.exp(-z / temperature))
+    kinds = list(checked)
+    lines = ["", "## The reading table on the lockbox", "",
+             "Each range's claimed share of AI (half AI, half real) beside the share measured here, with the same "
+             "weighting.", "", "| P(AI) range | claimed | " + " | ".join(f"measured, {k} (AI / real)" for k in kinds)
+             + " |", "|---|---|" + "---|" * len(kinds)]
+    for i, row in enumerate(checked[kinds[0]]):
+        lo, hi = row["range_logit"]
+        cells = []
+        for k in kinds:
+            r = checked[k][i]
+            cells.append(("-" if r["measured"] is None else f"{r['measured']:.2f}") + f" ({r['n_ai']} / {r['n_real']})")
+        lines.append(f"| {p(lo, 0.0):.3f}–{p(hi, 1.0):.3f} | {row['claimed']:.2f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def log_score(entry: dict, log: str | Path) -> None:
     """Append one lockbox score to the committed log (one JSON object per line)."""
     log = Path(log)

@@ -12,6 +12,7 @@ import numpy as np
 from ..data.groups import CLASS_NAMES, family_of
 from ..inference.calibration import (choose_threshold, fit_abstention, fit_temperature, probabilities,
                                      selective_figures, unseen_reading)
+from .resave import LIMITS as RESAVE_LIMITS, resave_checks, resave_lines
 
 
 def own_centre(temperature: float, threshold: float) -> float:
@@ -227,6 +228,11 @@ def yardstick(logits, conditioned: dict, labels, units, temperature: float) -> d
         p1 = probabilities(np.asarray(conditioned[SWAP], np.float64), temperature)
         out["swap_shift"] = {u: {"n": int((units == u).sum()), "median_shift": float(np.median((p1 - p0)[units == u]))}
                              for u in sorted(np.unique(units))}
+    resaved = {c: probabilities(np.asarray(conditioned[c], np.float64), temperature)
+               for c in RESAVE_LIMITS["auc_change"] if c in conditioned}
+    if resaved:
+        out["resave"] = resave_checks(probabilities(np.asarray(logits, np.float64), temperature), resaved,
+                                      labels, units)
     return out
 
 
@@ -246,7 +252,7 @@ def yardstick_lines(y: dict | None) -> list[str]:
         lines += ["", "Processing swapped (real photos saved as the AI packs were, AI images with the fold's camera "
                   "tables): paired median shift of P(AI) per unit", "", "| unit | n | median shift |", "|---|---|---|"]
         lines += [f"| {u} | {v['n']} | {v['median_shift']:+.3f} |" for u, v in y["swap_shift"].items()]
-    return lines
+    return lines + resave_lines(y.get("resave"))
 
 
 def _by_category(probs, labels, groups, categories, threshold) -> dict:

@@ -186,6 +186,24 @@ def unseen_reading(centred_logits: np.ndarray, labels: np.ndarray, bins: int = 1
             "images": int(len(z)), "mix": "AI and real weighted to half each"}
 
 
+def measured_reading(reading: dict, centred_logits: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """A reading table checked on other images: per range of `reading` (its own edges), the share it claims beside
+    the share measured here, with the same half-and-half weighting as `unseen_reading` (no isotonic smoothing: this
+    is the check, not the fit)."""
+    z, y = np.asarray(centred_logits, np.float64), np.asarray(labels).astype(int)
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("a reading check needs images of both labels")
+    edges = np.r_[-np.inf, np.asarray(reading["edges"], np.float64), np.inf]
+    b = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, len(edges) - 2)
+    n_ai, n_real = (np.bincount(b[y == k], minlength=len(edges) - 1) for k in (1, 0))
+    rate_ai, rate_real = n_ai / n_ai.sum(), n_real / n_real.sum()
+    return [{"range_logit": [None if np.isinf(edges[i]) else float(edges[i]),
+                             None if np.isinf(edges[i + 1]) else float(edges[i + 1])],
+             "claimed": float(reading["ai_share"][i]), "n_ai": int(n_ai[i]), "n_real": int(n_real[i]),
+             "measured": (float(rate_ai[i] / (rate_ai[i] + rate_real[i])) if rate_ai[i] + rate_real[i] > 0 else None)}
+            for i in range(len(edges) - 1)]
+
+
 def read_score(reading: dict, centred_logit: float) -> dict:
     """One score's row of an `unseen_reading` table: its range (as centred logits) and the share of AI there."""
     edges = reading["edges"]
