@@ -53,17 +53,17 @@ are a workflow copy of PicoTrex's, which photo-train already holds; `ZizheRuan/a
 galleries. A built file could not be compared with the held-out repositories themselves (they are never fetched).
 
 **The lockbox** (`data/corpus/lockbox`) was marked in the recipes (`split = "lockbox"`) before any score on it was
-seen: the nano-banana and openai-image collections of one author's side-by-side test (mmd19999), Midjourney v6
-samples from Kolors' comparison tables, and two real sources (a Pixel phone and Lightroom blog; a Lightroom-edited
-macro portfolio). A second GPT Image 2 collection (eebv, 9 images) was taken out of it after review: it carries a
-script that imports samples of a held-out gallery, so it is now refused (its earlier scores stay in the log, marked).
-It is in no crossval pool; no training, recipe choice, calibration or band fit reads it; every score ever taken on it
-is logged in `reports/lockbox/`. Two cautions:
-its AI collections are small (5, 16 and 17 images), so a per-collection figure moves by chance; and the five
-Midjourney v6 images of Kolors' comparison tables share their prompts and reference images with Kolors and SDXL
-images of the same tables, which are in the training split (the files differ, the subjects do not): its figure is
-the least independent. A later lockbox should take a Midjourney collection that shares nothing with training, before
-any candidate is scored on it.
+seen: the nano-banana and openai-image collections of one author's side-by-side test (mmd19999), Midjourney V7
+photographic frames from a style-code library (petersteinercode, cut from Gizem Akdag's SREF books), and two real
+sources (a Pixel phone and Lightroom blog; a Lightroom-edited macro portfolio). It is in no crossval pool; no
+training, recipe choice, calibration or band fit reads it; every score ever taken on it is logged in
+`reports/lockbox/`. Two collections left it after review, and their earlier scores stay in the log, marked: a GPT
+Image 2 collection (eebv, 9 images) carries a script that imports samples of a held-out gallery, so it is refused;
+and the five Midjourney v6 images of Kolors' comparison tables (kolors-repo-mjv6, until 2026-12-07) answered the same
+reference images and prompts as Kolors images in the training split, so they are left out of the corpus. Cautions:
+the mmd19999 collections are small (16 and 17 images), so their figures move by chance; the Midjourney frames are
+not native files (book layout, PDF render, grid cut, JPEG at about quality 85), come three to a style code (37 codes),
+and share an author with one training image (pixmind-mj7's `gizakdag_blended.jpg`; no near copy).
 """
 
 
@@ -136,8 +136,8 @@ def main() -> int:
                            "median JPEG quality", "subsampling", "median long side (px)"])
     lines += ["", "**Caution: compression history still follows the label here.** The AI galleries' JPEGs are "
               "mostly social-media or site re-encodes with IJG-standard tables, their other files PNG or WebP; the "
-              "real photos mostly carry camera or editor tables. In the lockbox every AI file is PNG or WebP and "
-              "every real one a JPEG. A model can tell these apart without learning anything about generators: "
+              "real photos mostly carry camera or editor tables. In the lockbox every real file is a JPEG with a "
+              "camera's or an editor's tables, the AI files PNG, WebP or re-encoded JPEGs. A model can tell these apart without learning anything about generators: "
               "judge it on copies saved the same way for both classes (issue 37's panel), not only as the files "
               "came.", ""]
     a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")

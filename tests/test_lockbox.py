@@ -97,3 +97,22 @@ def test_the_reading_table_is_checked_on_the_files_and_on_the_panels_copies():
     md = "\n".join(reading_lines(r, 1.0))
     assert "| 0.000–0.500 | 0.20 | 0.33 (1 / 2) | 0.40 (2 / 3) |" in md
     assert panel_reading(scores, None, 1.0) is None and "no reading table" in "\n".join(reading_lines(None, 1.0))
+
+
+def test_the_lockbox_gate_reads_the_log_and_holds_the_candidate_to_both_baselines():
+    from synthcheck.analysis.lockbox import lockbox_gate
+
+    def entry(model, cond, a, b, n=10):
+        cols = {"x": {"roc_auc": a}, "y": {"roc_auc": b}}
+        return {"model": model, "condition": cond, "n": n, "collections": cols, "mean_collection_roc_auc": (a + b) / 2}
+
+    log = [entry(m, c, *v) for m, c, v in [("v21", "as is", (0.80, 0.70)), ("v3", "as is", (0.70, 0.80)),
+                                           ("v21", "worst of panel", (0.7, 0.6)), ("v3", "worst of panel", (0.6, 0.7)),
+                                           ("new", "as is", (0.79, 0.90)), ("new", "worst of panel", (0.75, 0.75))]]
+    g = lockbox_gate(log + [entry("new", "as is", 0.1, 0.1, n=99)], "new", ["v21", "v3"], n=10)
+    assert g["passed"] and g["by_condition"]["as is"]["candidate_mean"] == pytest.approx(0.845)
+    g = lockbox_gate(log + [entry("new", "as is", 0.77, 0.95)], "new", ["v21", "v3"], n=10)  # latest entry wins
+    assert not g["passed"] and g["by_condition"]["as is"]["collections_short"] == {
+        "x": {"candidate": 0.77, "better_baseline": 0.80}}
+    with pytest.raises(ValueError, match="no 'as is' score over 5 images"):
+        lockbox_gate(log, "new", ["v21", "v3"], n=5)

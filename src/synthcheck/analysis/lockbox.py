@@ -149,6 +149,33 @@ def reading_lines(checked: dict | None, temperature: float) -> list[str]:
     return lines
 
 
+def lockbox_gate(entries: list[dict], candidate: str, baselines: list[str], n: int, margin: float = 0.02) -> dict:
+    """Issue 37's lockbox gate, read from the log (it scores nothing): as is and worst of panel, the candidate's mean
+    over collections must be above every baseline's, and on no collection more than `margin` below the better
+    baseline. Only entries over `n` images count (the lockbox as it is now); the latest entry of each wins."""
+    latest = {}
+    for e in entries:
+        if e["n"] == n:
+            latest[(e["model"], e["condition"])] = e
+    out, ok = {}, True
+    for cond in ("as is", "worst of panel"):
+        missing = [m for m in [candidate] + baselines if (m, cond) not in latest]
+        if missing:
+            raise ValueError(f"lockbox gate: no {cond!r} score over {n} images for {', '.join(missing)} in the log")
+        cand, base = latest[(candidate, cond)], [latest[(b, cond)] for b in baselines]
+        above = all(cand["mean_collection_roc_auc"] > b["mean_collection_roc_auc"] for b in base)
+        short = {}
+        for c, v in cand["collections"].items():
+            best = max(b["collections"][c]["roc_auc"] for b in base)
+            if v["roc_auc"] < best - margin:
+                short[c] = {"candidate": v["roc_auc"], "better_baseline": best}
+        out[cond] = {"candidate_mean": cand["mean_collection_roc_auc"],
+                     "baseline_means": {b: e["mean_collection_roc_auc"] for b, e in zip(baselines, base)},
+                     "above_every_baseline": above, "collections_short": short, "passed": above and not short}
+        ok &= out[cond]["passed"]
+    return {"candidate": candidate, "baselines": baselines, "n": n, "margin": margin, "by_condition": out, "passed": ok}
+
+
 def log_score(entry: dict, log: str | Path) -> None:
     """Append one lockbox score to the committed log (one JSON object per line)."""
     log = Path(log)
