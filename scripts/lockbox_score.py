@@ -4,6 +4,7 @@
     python scripts/lockbox_score.py runs/lockbox/NAME --model "NAME (what it is)"
     python scripts/lockbox_score.py data/corpus/lockbox --panel MODEL --model "NAME (what it is)"   # + the panel
     python scripts/lockbox_score.py data/corpus/lockbox --gate "NAME" --baseline "V2.1 NAME" --baseline "V3 NAME"
+                                          # reads the log only: over as many images as NAME's latest "as is" score
 
 Appends to reports/lockbox/log.jsonl (every lockbox score ever taken, with the model and the date: the lockbox is
 only honest while every look at it is on record) and rewrites reports/lockbox/lockbox.md from the whole log.
@@ -38,9 +39,8 @@ def main() -> int:
         import json
 
         entries = [json.loads(x) for x in a.log.read_text(encoding="utf-8").splitlines() if x.strip()]
-        n = sum(1 for _ in Path(a.eval_dir).glob("*/*") if _.is_file() and _.suffix.lower() != ".csv")
         try:
-            g = lockbox_gate(entries, a.gate, a.baseline, n)
+            g = lockbox_gate(entries, a.gate, a.baseline)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -50,7 +50,7 @@ def main() -> int:
                               for c, x in v["collections_short"].items()) or "none"
             print(f"{cond}: candidate {v['candidate_mean']:.3f} against {means}; collections more than "
                   f"{g['margin']:.2f} below the better baseline: {short} -> {'pass' if v['passed'] else 'FAIL'}")
-        print(f"lockbox gate over {n} images: {'PASSED' if g['passed'] else 'FAILED'}")
+        print(f"lockbox gate over {g['n']} images: {'PASSED' if g['passed'] else 'FAILED'}")
         return 0 if g["passed"] else 2
     if not a.model:
         ap.error("--model is required when scoring")
@@ -62,6 +62,9 @@ def main() -> int:
             det = Detector.load(a.panel)
             scores = panel_scores(det, a.eval_dir, ["as is"] + PANEL)
             entries = panel_entries(scores, a.model, a.eval_dir)
+            for entry in entries:  # logged before the report is written: a look at the lockbox is never lost
+                log_score(entry, a.log)
+            logged = True
             slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in a.model)[:80]
             out = a.log.parent / "panel" / f"{slug}.md"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,12 +78,13 @@ def main() -> int:
                                                        det.temperature)) + "\n", encoding="utf-8")
             print(f"re-save and reading checks: {out}")
         else:
-            entries = [score_run(a.eval_dir, a.model, a.condition)]
+            entries, logged = [score_run(a.eval_dir, a.model, a.condition)], False
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for entry in entries:
-        log_score(entry, a.log)
+    if not logged:
+        for entry in entries:
+            log_score(entry, a.log)
     a.log.with_name("lockbox.md").write_text(
         "# Lockbox scores\n\nEvery score ever taken on the lockbox (`data/corpus/lockbox`, built by `synthcheck "
         "build-data`), in the order taken. A collection's ROC-AUC: an AI collection against all the lockbox's real "

@@ -80,6 +80,9 @@ def test_panel_scores_reproduce_evaluate_as_is_and_take_each_collections_worst(t
     is_a = np.array([generator_of(n) == "a" for n in names])
     assert r["units"]["a"]["JPEG 92 4:2:0"]["median_shift"] == pytest.approx(np.median(q92[is_a] - probs[is_a]))
     assert panel_resave(scores, min_n=5)["too_small"] == ["a", "b", "r", "s"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image to score"):
+        panel_scores(det, tmp_path / "empty", ["as is"], progress=False)
 
 
 def test_the_reading_table_is_checked_on_the_files_and_on_the_panels_copies():
@@ -116,3 +119,6 @@ def test_the_lockbox_gate_reads_the_log_and_holds_the_candidate_to_both_baseline
         "x": {"candidate": 0.77, "better_baseline": 0.80}}
     with pytest.raises(ValueError, match="no 'as is' score over 5 images"):
         lockbox_gate(log, "new", ["v21", "v3"], n=5)
+    assert lockbox_gate(log, "new", ["v21", "v3"])["n"] == 10  # by default, the lockbox the candidate was judged on
+    with pytest.raises(ValueError, match="no 'as is' score of nobody"):
+        lockbox_gate(log, "nobody", ["v21", "v3"])

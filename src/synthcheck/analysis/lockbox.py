@@ -19,20 +19,17 @@ from ..data.groups import generator_of
 
 def collection_aucs(names, labels, probs) -> dict:
     """collection -> {label, n, roc_auc (against the other class, whole lockbox), median P(AI)}."""
-    from sklearn.metrics import roc_auc_score
+    from .resave import unit_auc
 
-    names, labels, probs = list(names), np.asarray(labels), np.asarray(probs, np.float64)
-    cols = np.array([generator_of(n) or "?" for n in names], dtype=object)
+    names, labels, probs = list(names), np.asarray(labels).astype(int), np.asarray(probs, np.float64)
+    cols = np.array([generator_of(n) or "?" for n in names], dtype=str)
     out = {}
-    for c in sorted(set(cols)):
+    for c in sorted(set(cols.tolist())):
         m = cols == c
         lab = int(labels[m][0])
         if len(set(labels[m])) != 1:
             raise ValueError(f"lockbox collection {c} holds both labels")
-        other = probs[labels != lab]
-        y = np.r_[np.full(m.sum(), lab), np.full(len(other), 1 - lab)]
-        auc = float(roc_auc_score(y, np.r_[probs[m], other])) if len(other) else None
-        out[c] = {"label": "ai" if lab else "real", "n": int(m.sum()), "roc_auc": auc,
+        out[c] = {"label": "ai" if lab else "real", "n": int(m.sum()), "roc_auc": unit_auc(probs, labels, cols, c),
                   "median_p_ai": float(np.median(probs[m]))}
     return out
 
@@ -66,7 +63,11 @@ def panel_scores(detector, source: str | Path, conditions: list[str], progress: 
     bad = [c for c in conditions if c not in CONDITIONS or CONDITIONS[c].label_dependent]
     if bad:
         raise ValueError(f"{bad[0]!r}: not a label-free condition of data.transforms.CONDITIONS")
-    return copy_probabilities(detector, source, conditions, progress=progress)
+    scores = copy_probabilities(detector, source, conditions, progress=progress)
+    if not len(scores[conditions[0]][0]):
+        raise ValueError(f"{source}: no image to score (an empty folder, or every file byte-identical to the "
+                         "model's training data)")
+    return scores
 
 
 def panel_entries(scores: dict, model: str, source: str) -> list[dict]:
@@ -118,7 +119,9 @@ def panel_reading(scores: dict, reading: dict | None, temperature: float) -> dic
 
     if not reading:
         return None
-    centred = lambda p: temperature * np.log(np.clip(p, 1e-12, 1 - 1e-12) / (1 - np.clip(p, 1e-12, 1 - 1e-12)))
+    from scipy.special import logit
+
+    centred = lambda p: temperature * logit(np.clip(p, 1e-12, 1 - 1e-12))  # the table's key, as `score_reading`
     _, labels, p0 = scores["as is"]
     copies = [c for c in scores if c != "as is"]
     out = {"as is": measured_reading(reading, centred(np.asarray(p0, np.float64)), labels)}
@@ -149,10 +152,17 @@ def reading_lines(checked: dict | None, temperature: float) -> list[str]:
     return lines
 
 
-def lockbox_gate(entries: list[dict], candidate: str, baselines: list[str], n: int, margin: float = 0.02) -> dict:
+def lockbox_gate(entries: list[dict], candidate: str, baselines: list[str], n: int | None = None,
+                 margin: float = 0.02) -> dict:
     """Issue 37's lockbox gate, read from the log (it scores nothing): as is and worst of panel, the candidate's mean
     over collections must be above every baseline's, and on no collection more than `margin` below the better
-    baseline. Only entries over `n` images count (the lockbox as it is now); the latest entry of each wins."""
+    baseline. Only entries over `n` images count (default: as many as the candidate's latest "as is" score, the
+    lockbox it was judged on); the latest entry of each wins."""
+    if n is None:
+        mine = [e["n"] for e in entries if e["model"] == candidate and e["condition"] == "as is"]
+        if not mine:
+            raise ValueError(f"lockbox gate: no 'as is' score of {candidate} in the log")
+        n = mine[-1]
     latest = {}
     for e in entries:
         if e["n"] == n:
